@@ -1,1 +1,144 @@
-//! placeholder
+//! Persistence for cmkvault: the [`Store`] trait and its embedded SQLite backend.
+//!
+//! The store is deliberately dumb. It keeps vault settings, key rows (deleted state, rotation
+//! policy) and key versions (a JSON document of public properties plus the sealed private part)
+//! and knows nothing about what they mean; the vault crate owns every rule. Each method that
+//! changes more than one row runs in one transaction, and a method returns only after its
+//! transaction is durable (WAL with `synchronous=FULL`), so a caller may acknowledge on return.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// Errors from a store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row to create already exists (vault name, key name on restore).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The row to change does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database file could not be opened, read or written.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One vault (tenant): its name and soft-delete settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultRecord {
+    /// Lower-case vault name, unique.
+    pub name: String,
+    /// Soft-delete retention in days (7..=90), fixed at creation.
+    pub retention_days: u32,
+    /// Purge protection; once on, never off.
+    pub purge_protection: bool,
+    /// `enableRbacAuthorization`: RBAC (true) or legacy access policies (false).
+    pub rbac_authorization: bool,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+    /// Last update time, Unix seconds.
+    pub updated: i64,
+}
+
+/// One key (all of its versions share this row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Vault name.
+    pub vault: String,
+    /// Key name as first created (lookups are case-insensitive).
+    pub name: String,
+    /// Set while the key is soft-deleted: (deletedDate, scheduledPurgeDate), Unix seconds.
+    pub deleted: Option<(i64, i64)>,
+    /// The rotation policy as a JSON document, if one was set.
+    pub rotation_policy: Option<String>,
+}
+
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// Version id: 32 lower-case hex characters.
+    pub version: String,
+    /// Creation order within the key; the highest is the latest version.
+    pub seq: i64,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+    /// Public properties (attributes, tags, key_ops, public JWK) as a JSON document.
+    pub props: String,
+    /// The private key material sealed under the root key.
+    pub sealed: Vec<u8>,
+}
+
+/// The persistence interface every backend implements.
+///
+/// Names of vaults and keys are matched case-insensitively. Methods are synchronous; async
+/// callers run them on a blocking pool.
+pub trait Store: Send + Sync {
+    /// Reads a metadata value (root-key check, token-signing key, tenant id, ...).
+    fn meta_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Writes a metadata value if it is absent; returns the value now stored.
+    fn meta_put_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<Vec<u8>>;
+
+    /// Creates a vault; `Conflict` if the name is taken.
+    fn vault_create(&self, vault: &VaultRecord) -> StoreResult<()>;
+    /// Reads a vault.
+    fn vault_get(&self, name: &str) -> StoreResult<Option<VaultRecord>>;
+    /// Lists all vaults by name.
+    fn vault_list(&self) -> StoreResult<Vec<VaultRecord>>;
+    /// Replaces a vault's settings; `NotFound` if absent.
+    fn vault_update(&self, vault: &VaultRecord) -> StoreResult<()>;
+
+    /// Reads a key row.
+    fn key_get(&self, vault: &str, name: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Lists key rows in name order after `after` (exclusive), live or deleted ones.
+    fn key_list(
+        &self,
+        vault: &str,
+        deleted: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    /// Replaces a key row's deleted state and rotation policy; `NotFound` if absent.
+    fn key_update(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// Removes a key and all its versions for good.
+    fn key_purge(&self, vault: &str, name: &str) -> StoreResult<()>;
+    /// Keys whose scheduled purge date is at or before `now`.
+    fn keys_due_for_purge(&self, now: i64) -> StoreResult<Vec<KeyRecord>>;
+
+    /// Adds a version, creating the key row if needed, in one transaction. The version's
+    /// `seq` is assigned by the store (one more than the highest) and returned.
+    fn version_add(&self, key: &KeyRecord, version: &VersionRecord) -> StoreResult<i64>;
+    /// Reads one version.
+    fn version_get(&self, vault: &str, name: &str, version: &str)
+        -> StoreResult<Option<VersionRecord>>;
+    /// Reads the latest version.
+    fn version_latest(&self, vault: &str, name: &str) -> StoreResult<Option<VersionRecord>>;
+    /// Lists versions in creation order with `seq > after_seq`.
+    fn version_list(
+        &self,
+        vault: &str,
+        name: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<VersionRecord>>;
+    /// Replaces one version's public properties; `NotFound` if absent.
+    fn version_update_props(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+        props: &str,
+    ) -> StoreResult<()>;
+    /// Restores a whole key (row and versions, seq kept) in one transaction; `Conflict` if the
+    /// name exists in any state.
+    fn key_restore(&self, key: &KeyRecord, versions: &[VersionRecord]) -> StoreResult<()>;
+}

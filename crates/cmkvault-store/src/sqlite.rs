@@ -1,0 +1,506 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{KeyRecord, Store, StoreError, StoreResult, VaultRecord, VersionRecord};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    k TEXT PRIMARY KEY,
+    v BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS vaults (
+    name TEXT PRIMARY KEY,
+    retention_days INTEGER NOT NULL,
+    purge_protection INTEGER NOT NULL,
+    rbac_authorization INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    vault TEXT NOT NULL,
+    name_lc TEXT NOT NULL,
+    name TEXT NOT NULL,
+    deleted_date INTEGER,
+    scheduled_purge INTEGER,
+    rotation_policy TEXT,
+    PRIMARY KEY (vault, name_lc)
+);
+CREATE TABLE IF NOT EXISTS key_versions (
+    vault TEXT NOT NULL,
+    name_lc TEXT NOT NULL,
+    version TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    props TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    PRIMARY KEY (vault, name_lc, version),
+    UNIQUE (vault, name_lc, seq)
+);
+"#;
+
+/// SQLite store. One connection behind a mutex: SQLite serialises writers anyway, and the hot
+/// read path is served from the vault's in-memory cache.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies the schema.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL keeps readers and the writer apart; FULL fsyncs the WAL at every commit, so a
+        // returned call is durable.
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Database("connection lock poisoned".into()))?;
+        f(&mut conn)
+    }
+}
+
+fn vault_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VaultRecord> {
+    Ok(VaultRecord {
+        name: r.get(0)?,
+        retention_days: r.get(1)?,
+        purge_protection: r.get(2)?,
+        rbac_authorization: r.get(3)?,
+        created: r.get(4)?,
+        updated: r.get(5)?,
+    })
+}
+
+fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let deleted_date: Option<i64> = r.get(2)?;
+    let scheduled: Option<i64> = r.get(3)?;
+    Ok(KeyRecord {
+        vault: r.get(0)?,
+        name: r.get(1)?,
+        deleted: deleted_date.zip(scheduled),
+        rotation_policy: r.get(4)?,
+    })
+}
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRecord> {
+    Ok(VersionRecord {
+        version: r.get(0)?,
+        seq: r.get(1)?,
+        created: r.get(2)?,
+        props: r.get(3)?,
+        sealed: r.get(4)?,
+    })
+}
+
+const KEY_COLS: &str = "vault, name, deleted_date, scheduled_purge, rotation_policy";
+const VERSION_COLS: &str = "version, seq, created, props, sealed";
+
+fn upsert_key(tx: &rusqlite::Transaction<'_>, key: &KeyRecord) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO keys (vault, name_lc, name, deleted_date, scheduled_purge, rotation_policy)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (vault, name_lc) DO UPDATE SET deleted_date = excluded.deleted_date,
+           scheduled_purge = excluded.scheduled_purge, rotation_policy = excluded.rotation_policy",
+        params![
+            key.vault,
+            key.name.to_lowercase(),
+            key.name,
+            key.deleted.map(|d| d.0),
+            key.deleted.map(|d| d.1),
+            key.rotation_policy
+        ],
+    )?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn meta_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn meta_put_if_absent(&self, key: &str, value: &[u8]) -> StoreResult<Vec<u8>> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO NOTHING",
+                params![key, value],
+            )?;
+            let stored: Vec<u8> = tx.query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(stored)
+        })
+    }
+
+    fn vault_create(&self, v: &VaultRecord) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "INSERT INTO vaults (name, retention_days, purge_protection, rbac_authorization, created, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                params![v.name, v.retention_days, v.purge_protection, v.rbac_authorization, v.created, v.updated],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("vault {}", v.name)));
+            }
+            Ok(())
+        })
+    }
+
+    fn vault_get(&self, name: &str) -> StoreResult<Option<VaultRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT name, retention_days, purge_protection, rbac_authorization, created, updated
+                 FROM vaults WHERE name = ?1",
+                [name.to_lowercase()],
+                vault_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn vault_list(&self) -> StoreResult<Vec<VaultRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT name, retention_days, purge_protection, rbac_authorization, created, updated
+                 FROM vaults ORDER BY name",
+            )?;
+            let rows = st.query_map([], vault_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn vault_update(&self, v: &VaultRecord) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE vaults SET retention_days = ?2, purge_protection = ?3, rbac_authorization = ?4,
+                 updated = ?5 WHERE name = ?1",
+                params![v.name, v.retention_days, v.purge_protection, v.rbac_authorization, v.updated],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("vault {}", v.name)));
+            }
+            Ok(())
+        })
+    }
+
+    fn key_get(&self, vault: &str, name: &str) -> StoreResult<Option<KeyRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {KEY_COLS} FROM keys WHERE vault = ?1 AND name_lc = ?2"),
+                params![vault, name.to_lowercase()],
+                key_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn key_list(
+        &self,
+        vault: &str,
+        deleted: bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        self.with(|c| {
+            let cond = if deleted {
+                "deleted_date IS NOT NULL"
+            } else {
+                "deleted_date IS NULL"
+            };
+            let mut st = c.prepare(&format!(
+                "SELECT {KEY_COLS} FROM keys WHERE vault = ?1 AND {cond} AND name_lc > ?2
+                 ORDER BY name_lc LIMIT ?3"
+            ))?;
+            let after = after.map(str::to_lowercase).unwrap_or_default();
+            let rows = st.query_map(params![vault, after, limit as i64], key_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn key_update(&self, key: &KeyRecord) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE keys SET deleted_date = ?3, scheduled_purge = ?4, rotation_policy = ?5
+                 WHERE vault = ?1 AND name_lc = ?2",
+                params![
+                    key.vault,
+                    key.name.to_lowercase(),
+                    key.deleted.map(|d| d.0),
+                    key.deleted.map(|d| d.1),
+                    key.rotation_policy
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("key {}", key.name)));
+            }
+            Ok(())
+        })
+    }
+
+    fn key_purge(&self, vault: &str, name: &str) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let lc = name.to_lowercase();
+            tx.execute(
+                "DELETE FROM key_versions WHERE vault = ?1 AND name_lc = ?2",
+                params![vault, lc],
+            )?;
+            let n = tx.execute(
+                "DELETE FROM keys WHERE vault = ?1 AND name_lc = ?2",
+                params![vault, lc],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("key {name}")));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn keys_due_for_purge(&self, now: i64) -> StoreResult<Vec<KeyRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {KEY_COLS} FROM keys WHERE scheduled_purge IS NOT NULL AND scheduled_purge <= ?1"
+            ))?;
+            let rows = st.query_map([now], key_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn version_add(&self, key: &KeyRecord, v: &VersionRecord) -> StoreResult<i64> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            upsert_key(&tx, key)?;
+            let lc = key.name.to_lowercase();
+            let seq: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM key_versions WHERE vault = ?1 AND name_lc = ?2",
+                params![key.vault, lc],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO key_versions (vault, name_lc, version, seq, created, props, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![key.vault, lc, v.version, seq, v.created, v.props, v.sealed],
+            )?;
+            tx.commit()?;
+            Ok(seq)
+        })
+    }
+
+    fn version_get(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<Option<VersionRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {VERSION_COLS} FROM key_versions
+                     WHERE vault = ?1 AND name_lc = ?2 AND version = ?3"
+                ),
+                params![vault, name.to_lowercase(), version.to_lowercase()],
+                version_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn version_latest(&self, vault: &str, name: &str) -> StoreResult<Option<VersionRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {VERSION_COLS} FROM key_versions
+                     WHERE vault = ?1 AND name_lc = ?2 ORDER BY seq DESC LIMIT 1"
+                ),
+                params![vault, name.to_lowercase()],
+                version_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn version_list(
+        &self,
+        vault: &str,
+        name: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {VERSION_COLS} FROM key_versions
+                 WHERE vault = ?1 AND name_lc = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4"
+            ))?;
+            let rows = st.query_map(
+                params![vault, name.to_lowercase(), after_seq, limit as i64],
+                version_from_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn version_update_props(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+        props: &str,
+    ) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE key_versions SET props = ?4 WHERE vault = ?1 AND name_lc = ?2 AND version = ?3",
+                params![vault, name.to_lowercase(), version, props],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("key {name}/{version}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn key_restore(&self, key: &KeyRecord, versions: &[VersionRecord]) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let lc = key.name.to_lowercase();
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM keys WHERE vault = ?1 AND name_lc = ?2",
+                    params![key.vault, lc],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!("key {}", key.name)));
+            }
+            upsert_key(&tx, key)?;
+            for v in versions {
+                tx.execute(
+                    "INSERT INTO key_versions (vault, name_lc, version, seq, created, props, sealed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![key.vault, lc, v.version, v.seq, v.created, v.props, v.sealed],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> KeyRecord {
+        KeyRecord {
+            vault: "v".into(),
+            name: name.into(),
+            deleted: None,
+            rotation_policy: None,
+        }
+    }
+
+    fn version(id: &str) -> VersionRecord {
+        VersionRecord {
+            version: id.into(),
+            seq: 0,
+            created: 1,
+            props: "{}".into(),
+            sealed: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn versions_get_increasing_seq_and_latest_is_last() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(s.version_add(&key("K1"), &version("a")).unwrap(), 1);
+        assert_eq!(s.version_add(&key("k1"), &version("b")).unwrap(), 2);
+        assert_eq!(s.version_latest("v", "K1").unwrap().unwrap().version, "b");
+        assert_eq!(s.version_list("v", "k1", 1, 10).unwrap().len(), 1);
+        // the display name is the first one used
+        assert_eq!(s.key_get("v", "k1").unwrap().unwrap().name, "K1");
+    }
+
+    #[test]
+    fn restore_conflicts_with_existing_name_and_purge_removes_versions() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        s.version_add(&key("k"), &version("a")).unwrap();
+        let err = s.key_restore(&key("K"), &[version("x")]).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        s.key_purge("v", "k").unwrap();
+        assert!(s.version_get("v", "k", "a").unwrap().is_none());
+        s.key_restore(&key("k"), &[version("x")]).unwrap();
+        assert!(s.version_get("v", "k", "x").unwrap().is_some());
+    }
+
+    #[test]
+    fn paging_by_name_and_deleted_filter() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for n in ["c", "a", "b"] {
+            s.version_add(&key(n), &version(n)).unwrap();
+        }
+        let mut b = s.key_get("v", "b").unwrap().unwrap();
+        b.deleted = Some((10, 20));
+        s.key_update(&b).unwrap();
+        let live: Vec<_> = s.key_list("v", false, None, 10).unwrap();
+        assert_eq!(live.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(s.key_list("v", false, Some("a"), 10).unwrap().len(), 1);
+        assert_eq!(s.key_list("v", true, None, 10).unwrap()[0].name, "b");
+        assert_eq!(s.keys_due_for_purge(20).unwrap().len(), 1);
+        assert_eq!(s.keys_due_for_purge(19).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn vault_names_are_unique() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let v = VaultRecord {
+            name: "default".into(),
+            retention_days: 90,
+            purge_protection: false,
+            rbac_authorization: true,
+            created: 1,
+            updated: 1,
+        };
+        s.vault_create(&v).unwrap();
+        assert!(matches!(s.vault_create(&v), Err(StoreError::Conflict(_))));
+        assert_eq!(s.vault_get("DEFAULT").unwrap().unwrap(), v);
+    }
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.version_add(&key("k"), &version("a")).unwrap();
+            s.meta_put_if_absent("m", b"1").unwrap();
+            assert_eq!(s.meta_put_if_absent("m", b"2").unwrap(), b"1");
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert!(s.version_get("v", "k", "a").unwrap().is_some());
+        assert_eq!(s.meta_get("m").unwrap().unwrap(), b"1");
+    }
+}
