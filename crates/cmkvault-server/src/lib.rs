@@ -1,1 +1,194 @@
-//! placeholder
+//! The cmkvault HTTPS server: the Azure Key Vault keys REST API over rustls.
+//!
+//! Thin by design: [`api`] resolves the vault from the Host header, answers the bearer
+//! challenge, checks the api-version, parses the body and calls the domain
+//! ([`cmkvault_vault::VaultService`]) on the blocking pool; [`error`] maps domain errors to
+//! Azure-shaped JSON in one place; [`wire`] holds the JSON shapes.
+
+mod api;
+pub mod datadir;
+pub mod error;
+mod management;
+pub mod tls;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cmkvault_vault::tokens::TokenAuthority;
+use cmkvault_vault::{VaultError, VaultService};
+
+pub use api::API_VERSIONS;
+pub use datadir::DataDir;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Certificates or keys are unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Configuration is wrong (root key, data directory).
+    #[error("{0}")]
+    Config(String),
+    /// The vault layer refused to open.
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+}
+
+impl ServerError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        ServerError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Shared state of the request handlers.
+pub struct AppState {
+    /// The domain.
+    pub service: Arc<VaultService>,
+    /// Token verification.
+    pub tokens: Arc<TokenAuthority>,
+    /// Vaults are served as `NAME.<vault_domain>`.
+    pub vault_domain: String,
+    /// Externally visible base URL, if it differs from the Host the client used.
+    pub public_url: Option<String>,
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Listen address (`127.0.0.1:8443`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Vault domain (`vault.local`).
+    pub vault_domain: String,
+    /// Public base URL for ids, when behind a proxy.
+    pub public_url: Option<String>,
+    /// Operator's certificate chain (PEM); the generated one when `None`.
+    pub tls_cert: Option<PathBuf>,
+    /// Operator's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// How often deleted keys past retention are purged and due rotations run.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            vault_domain: "vault.local".into(),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            maintenance_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The domain service (tests use its clock).
+    pub service: Arc<VaultService>,
+    /// The token authority.
+    pub tokens: Arc<TokenAuthority>,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (up to 10 s), and waits.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (it stops on an I/O error or after `shutdown`).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    }
+
+    /// A handle that can stop the server from elsewhere (signal handlers).
+    pub fn handle(&self) -> axum_server::Handle<SocketAddr> {
+        self.handle.clone()
+    }
+}
+
+/// Starts serving an opened data directory.
+pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer, ServerError> {
+    let (cert, key) = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        (None, None) => {
+            let dir = data.path.join("tls");
+            tls::ensure_certificates(&dir, &opts.vault_domain)?;
+            (dir.join("server.pem"), dir.join("server.key"))
+        }
+        _ => {
+            return Err(ServerError::Config(
+                "--tls-cert and --tls-key must be given together".into(),
+            ))
+        }
+    };
+    let tls_config = tls::server_config(&cert, &key)?;
+    let state = Arc::new(AppState {
+        service: data.service.clone(),
+        tokens: data.tokens.clone(),
+        vault_domain: opts.vault_domain.to_ascii_lowercase(),
+        public_url: opts.public_url.clone(),
+    });
+    let app = axum::Router::new().fallback(api::handle).with_state(state);
+    let listener = std::net::TcpListener::bind(opts.listen)
+        .map_err(|e| ServerError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let handle = axum_server::Handle::new();
+    let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
+    let server = axum_server::from_tcp_rustls(listener, rustls)
+        .map_err(|e| ServerError::Config(e.to_string()))?
+        .handle(handle.clone());
+    let task = tokio::spawn(server.serve(app.into_make_service()));
+
+    let service = data.service.clone();
+    let interval = opts.maintenance_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let svc = service.clone();
+            match tokio::task::spawn_blocking(move || svc.run_maintenance()).await {
+                Ok(Ok((purged, rotated))) if purged + rotated > 0 => {
+                    tracing::info!(purged, rotated, "maintenance")
+                }
+                Ok(Err(e)) => tracing::error!("maintenance failed: {e}"),
+                _ => {}
+            }
+        }
+    });
+
+    Ok(RunningServer {
+        addr,
+        service: data.service.clone(),
+        tokens: data.tokens.clone(),
+        handle,
+        task,
+    })
+}

@@ -118,8 +118,12 @@ pub trait Store: Send + Sync {
     /// `seq` is assigned by the store (one more than the highest) and returned.
     fn version_add(&self, key: &KeyRecord, version: &VersionRecord) -> StoreResult<i64>;
     /// Reads one version.
-    fn version_get(&self, vault: &str, name: &str, version: &str)
-        -> StoreResult<Option<VersionRecord>>;
+    fn version_get(
+        &self,
+        vault: &str,
+        name: &str,
+        version: &str,
+    ) -> StoreResult<Option<VersionRecord>>;
     /// Reads the latest version.
     fn version_latest(&self, vault: &str, name: &str) -> StoreResult<Option<VersionRecord>>;
     /// Lists versions in creation order with `seq > after_seq`.

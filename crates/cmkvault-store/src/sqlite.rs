@@ -137,8 +137,10 @@ fn upsert_key(tx: &rusqlite::Transaction<'_>, key: &KeyRecord) -> StoreResult<()
 impl Store for SqliteStore {
     fn meta_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
         self.with(|c| {
-            Ok(c.query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
+                    .optional()?,
+            )
         })
     }
 
@@ -149,7 +151,8 @@ impl Store for SqliteStore {
                 "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO NOTHING",
                 params![key, value],
             )?;
-            let stored: Vec<u8> = tx.query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))?;
+            let stored: Vec<u8> =
+                tx.query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))?;
             tx.commit()?;
             Ok(stored)
         })
@@ -466,7 +469,10 @@ mod tests {
         b.deleted = Some((10, 20));
         s.key_update(&b).unwrap();
         let live: Vec<_> = s.key_list("v", false, None, 10).unwrap();
-        assert_eq!(live.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(
+            live.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
         assert_eq!(s.key_list("v", false, Some("a"), 10).unwrap().len(), 1);
         assert_eq!(s.key_list("v", true, None, 10).unwrap()[0].name, "b");
         assert_eq!(s.keys_due_for_purge(20).unwrap().len(), 1);

@@ -1,1 +1,315 @@
-fn main() {}
+//! The `cmkvault` command: serve the vault, issue the break-glass token, manage vaults, bench.
+
+mod bench;
+mod client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cmkvault_server::{datadir, ServerOptions};
+use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
+
+/// A self-hosted customer-managed-key vault for AI and ML data, speaking the Azure Key Vault
+/// keys API.
+#[derive(Parser)]
+#[command(name = "cmkvault", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the vault server (HTTPS) on the embedded store.
+    Serve(ServeArgs),
+    /// Print a bearer token for the bootstrap administrator (break-glass).
+    Token(TokenArgs),
+    /// Manage vaults (tenants) through the server's management API.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+    /// Load-test one key operation over HTTPS and compare it with the raw crypto limit.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Data directory.
+    #[arg(
+        long = "data",
+        env = "CMKVAULT_DATA",
+        default_value = "./cmkvault-data"
+    )]
+    data: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on.
+    #[arg(long, env = "CMKVAULT_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Vaults are served at NAME.<vault-domain>.
+    #[arg(long, env = "CMKVAULT_VAULT_DOMAIN", default_value = "vault.local")]
+    vault_domain: String,
+    /// Base URL used in key ids instead of the Host the client called (behind a proxy).
+    #[arg(long, env = "CMKVAULT_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Your own certificate chain (PEM) instead of the generated one.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Your own private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Lifetime, such as 30m, 1h or 12h (at most 24h).
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct ClientArgs {
+    /// Server URL.
+    #[arg(long, env = "CMKVAULT_URL", default_value = "https://localhost:8443")]
+    pub url: String,
+    /// CA certificate to trust (default: DATA/tls/ca.pem).
+    #[arg(long, env = "CMKVAULT_CA")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Create a vault.
+    Create {
+        /// Vault name (3-24 letters, digits and hyphens).
+        name: String,
+        /// Soft-delete retention in days (7-90), fixed at creation.
+        #[arg(long, default_value_t = 90)]
+        retention_days: u32,
+        /// Turn on purge protection (cannot be turned off).
+        #[arg(long)]
+        purge_protection: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List vaults.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a vault's settings (ARM JSON).
+    Show {
+        /// Vault name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change a vault's settings.
+    Update {
+        /// Vault name.
+        name: String,
+        /// Turn on purge protection (it can never be turned off).
+        #[arg(long)]
+        purge_protection: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Parses `30s`, `15m`, `1h`, `2d` or plain seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("'{text}' is not a duration such as 30s, 15m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => bail!("'{text}' is not a duration such as 30s, 15m or 1h"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn root_key_env() -> Option<String> {
+    std::env::var("CMKVAULT_ROOT_KEY")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CMKVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let data = datadir::open(&args.data.data, root_key_env().as_deref())?;
+    let opts = ServerOptions {
+        listen: args.listen,
+        vault_domain: args.vault_domain,
+        public_url: args.public_url,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        ..Default::default()
+    };
+    let server = cmkvault_server::start(&data, opts).await?;
+    tracing::info!(
+        addr = %server.addr,
+        data = %args.data.data.display(),
+        ca = %args.data.data.join("tls/ca.pem").display(),
+        tenant = %data.tokens.tenant_id(),
+        "cmkvault serving the Azure Key Vault keys API over HTTPS"
+    );
+    let handle = server.handle();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    server.wait().await.context("server stopped")
+}
+
+fn token(args: TokenArgs) -> Result<()> {
+    let ttl = parse_duration(&args.ttl)?;
+    if ttl.is_zero() || ttl > Duration::from_secs(86400) {
+        bail!("--ttl must be between 1s and 24h");
+    }
+    if !args.data.data.join("cmkvault.db").exists() {
+        bail!(
+            "{} is not an initialised data directory (run `cmkvault serve --data {}` once first)",
+            args.data.data.display(),
+            args.data.data.display()
+        );
+    }
+    let data = datadir::open(&args.data.data, root_key_env().as_deref())?;
+    let now = data.service.clock().now();
+    let token = data.tokens.issue(
+        BOOTSTRAP_ADMIN_OID,
+        "cmkvault-admin",
+        now,
+        ttl.as_secs() as i64,
+    )?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn vault(command: VaultCommand) -> Result<()> {
+    match command {
+        VaultCommand::Create {
+            name,
+            retention_days,
+            purge_protection,
+            client,
+        } => {
+            let body = serde_json::json!({"properties": {
+                "softDeleteRetentionInDays": retention_days,
+                "enablePurgeProtection": purge_protection,
+            }});
+            let v = client::Client::new(&client)?
+                .send("PUT", &format!("/management/vaults/{name}"), Some(body))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        VaultCommand::List { client } => {
+            let v = client::Client::new(&client)?
+                .send("GET", "/management/vaults", None)
+                .await?;
+            for vault in v["value"].as_array().into_iter().flatten() {
+                let p = &vault["properties"];
+                println!(
+                    "{}\tretention={}d\tpurge-protection={}\t{}",
+                    vault["name"].as_str().unwrap_or_default(),
+                    p["softDeleteRetentionInDays"],
+                    p["enablePurgeProtection"],
+                    p["vaultUri"].as_str().unwrap_or_default(),
+                );
+            }
+        }
+        VaultCommand::Show { name, client } => {
+            let v = client::Client::new(&client)?
+                .send("GET", &format!("/management/vaults/{name}"), None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        VaultCommand::Update {
+            name,
+            purge_protection,
+            client,
+        } => {
+            if !purge_protection {
+                bail!(
+                    "nothing to update: pass --purge-protection (retention is fixed at creation)"
+                );
+            }
+            let body = serde_json::json!({"properties": {"enablePurgeProtection": true}});
+            let v = client::Client::new(&client)?
+                .send("PATCH", &format!("/management/vaults/{name}"), Some(body))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Token(a) => token(a),
+            Command::Vault { command } => vault(command).await,
+            Command::Bench(a) => bench::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming the problem and its causes; no backtrace.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! The request pipeline: host → vault, bearer challenge, api-version, routing, body, domain
+//! call on the blocking pool, rendering.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey};
+use cmkvault_vault::tokens::Claims;
+use cmkvault_vault::VaultResult;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::wire::{self, b64_decode, b64_encode, parse_body};
+use crate::AppState;
+
+/// api-version values accepted on the keys API.
+pub const API_VERSIONS: &[&str] = &[
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "2025-07-01",
+];
+const LATEST_API_VERSION: &str = "2025-07-01";
+
+/// Body cap for ordinary requests.
+const MAX_BODY: usize = 256 * 1024;
+/// Body cap for restore (a backup of up to 500 RSA-4096 versions).
+const MAX_RESTORE_BODY: usize = 8 * 1024 * 1024;
+
+/// What the pipeline knows about a request once it is authenticated.
+pub(crate) struct RequestContext {
+    /// Vault name.
+    pub vault: String,
+    /// `https://host[:port]` for ids and links.
+    pub base: String,
+    /// The api-version sent.
+    pub api_version: String,
+    /// Decoded query parameters.
+    pub query: Vec<(String, String)>,
+    /// The verified token claims.
+    #[allow(dead_code)]
+    pub claims: Claims,
+}
+
+impl RequestContext {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The host the client called (`:authority` on HTTP/2, `Host` on HTTP/1.1), lower-cased.
+pub(crate) fn request_host(req: &Request) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .map(|h| h.to_ascii_lowercase())
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into host and port.
+pub(crate) fn split_host(host: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let port = rest[end + 1..].strip_prefix(':');
+            return (&host[..end + 2], port);
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (host, None),
+    }
+}
+
+/// The `WWW-Authenticate` challenge for a request to `host`.
+pub(crate) fn challenge(state: &AppState, host: &str) -> String {
+    let (_, port) = split_host(host);
+    let resource = match port {
+        Some(p) if p != "443" => format!("https://{}:{p}", state.vault_domain),
+        _ => format!("https://{}", state.vault_domain),
+    };
+    format!(
+        "Bearer authorization=\"https://{host}/{}\", resource=\"{resource}\"",
+        state.tokens.tenant_id()
+    )
+}
+
+fn unauthorized(state: &AppState, host: &str, message: &str) -> Response {
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message).into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge(state, host)) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// Verifies the bearer token; `Err` is the ready 401 response.
+pub(crate) fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    host: &str,
+) -> Result<Claims, Box<Response>> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    let Some(token) = token else {
+        return Err(Box::new(unauthorized(
+            state,
+            host,
+            "AKV10000: Request is missing a Bearer or PoP token.",
+        )));
+    };
+    let now = state.service.clock().now();
+    state.tokens.verify(token, now).map_err(|e| {
+        tracing::warn!(host, reason = %e, "rejected bearer token");
+        Box::new(unauthorized(
+            state,
+            host,
+            &format!("AKV10022: Invalid token: {e}."),
+        ))
+    })
+}
+
+/// Which vault a host name addresses.
+fn vault_for_host(state: &AppState, host: &str) -> Result<String, ApiError> {
+    let (name, _) = split_host(host);
+    let name = name.trim_end_matches('.');
+    if let Some(label) = name.strip_suffix(&format!(".{}", state.vault_domain)) {
+        if !label.is_empty() && !label.contains('.') {
+            return Ok(label.to_string());
+        }
+    }
+    let is_ip = name
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    let public_host = state
+        .public_url
+        .as_deref()
+        .and_then(|u| u.strip_prefix("https://"))
+        .map(|h| split_host(h).0.to_string());
+    if is_ip
+        || name == "localhost"
+        || name == state.vault_domain
+        || public_host.as_deref() == Some(name)
+    {
+        return Ok(crate::datadir::DEFAULT_VAULT.to_string());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "VaultNotFound",
+        format!(
+            "No vault is served at host '{name}': use NAME.{} for vault NAME, or localhost for the default vault.",
+            state.vault_domain
+        ),
+    ))
+}
+
+fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Runs a domain call on the blocking pool (crypto and fsync never block async workers).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> VaultResult<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!("blocking task failed: {e}");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "The server failed to process the request.",
+            ))
+        }
+    }
+}
+
+fn ok_json(v: Value) -> Response {
+    let mut resp = (StatusCode::OK, axum::Json(v)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// Entry point for every request.
+pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
+    let mut resp = dispatch(state, req).await;
+    let headers = resp.headers_mut();
+    headers.insert(
+        "x-ms-keyvault-service-version",
+        HeaderValue::from_static(concat!("cmkvault/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert("x-ms-keyvault-region", HeaderValue::from_static("local"));
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        headers.insert("x-ms-request-id", v);
+    }
+    if let Some(id) = client_request_id {
+        headers.insert("x-ms-client-request-id", id);
+    }
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
+    let Some(host) = request_host(&req) else {
+        return ApiError::bad("The request has no Host header.").into_response();
+    };
+    if req.uri().path().starts_with("/management/") || req.uri().path() == "/management" {
+        return crate::management::handle(state, req, host).await;
+    }
+    // Authenticate before anything else, and before reading the body: the SDKs' first request
+    // is an unauthenticated probe with an empty body that must get the challenge.
+    let claims = match authenticate(&state, req.headers(), &host) {
+        Ok(c) => c,
+        Err(resp) => return *resp,
+    };
+    let query = parse_query(req.uri().query());
+    let api_version = query
+        .iter()
+        .find(|(k, _)| k == "api-version")
+        .map(|(_, v)| v.clone());
+    let api_version = match api_version {
+        Some(v) if API_VERSIONS.contains(&v.as_str()) => v,
+        Some(v) => {
+            return ApiError::bad(format!(
+                "The specified version ({v}) is not recognized. Consider using the latest supported version ({LATEST_API_VERSION})."
+            ))
+            .into_response()
+        }
+        None => {
+            return ApiError::bad("The api-version query parameter is missing.").into_response()
+        }
+    };
+    let vault = match vault_for_host(&state, &host) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let base = match &state.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("https://{host}"),
+    };
+    let ctx = RequestContext {
+        vault,
+        base,
+        api_version,
+        query,
+        claims,
+    };
+    match route(&state, &ctx, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The operations of the keys API, once the path is understood.
+enum Route {
+    ListKeys,
+    Restore,
+    Create(String),
+    Import(String),
+    Get(String, Option<String>),
+    Update(String, Option<String>),
+    Delete(String),
+    Versions(String),
+    Backup(String),
+    Rotate(String),
+    GetPolicy(String),
+    SetPolicy(String),
+    Crypto(String, Option<String>, CryptoOp),
+    Release,
+    ListDeleted,
+    GetDeleted(String),
+    Purge(String),
+    Recover(String),
+    Rng,
+}
+
+fn crypto_op(word: &str) -> Option<Option<CryptoOp>> {
+    Some(Some(match word.to_ascii_lowercase().as_str() {
+        "encrypt" => CryptoOp::Encrypt,
+        "decrypt" => CryptoOp::Decrypt,
+        "wrapkey" => CryptoOp::WrapKey,
+        "unwrapkey" => CryptoOp::UnwrapKey,
+        "sign" => CryptoOp::Sign,
+        "verify" => CryptoOp::Verify,
+        "release" => return Some(None),
+        _ => return None,
+    }))
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let m = method;
+    let route = match (l.as_slice(), m) {
+        (["keys"] | ["keys", ""], &Method::GET) => Route::ListKeys,
+        (["keys", "restore"], &Method::POST) => Route::Restore,
+        ([_, _] | [_, _, ""], _) if l[0] == "keys" && !segs[1].is_empty() => {
+            let name = segs[1].to_string();
+            match *m {
+                Method::GET => Route::Get(name, None),
+                Method::PUT => Route::Import(name),
+                Method::PATCH => Route::Update(name, None),
+                Method::DELETE => Route::Delete(name),
+                _ => return Err(method_not_allowed()),
+            }
+        }
+        (["keys", _, word], _) if !segs[1].is_empty() => {
+            let name = segs[1].to_string();
+            match (*word, m) {
+                ("create", &Method::POST) => Route::Create(name),
+                ("versions", &Method::GET) => Route::Versions(name),
+                ("backup", &Method::POST) => Route::Backup(name),
+                ("rotate", &Method::POST) => Route::Rotate(name),
+                ("rotationpolicy", &Method::GET) => Route::GetPolicy(name),
+                ("rotationpolicy", &Method::PUT) => Route::SetPolicy(name),
+                (w, &Method::POST) if crypto_op(w).is_some() => match crypto_op(w).flatten() {
+                    Some(op) => Route::Crypto(name, None, op),
+                    None => Route::Release,
+                },
+                (_, &Method::GET) => Route::Get(name, non_empty(segs[2])),
+                (_, &Method::PATCH) => Route::Update(name, non_empty(segs[2])),
+                _ => return Err(method_not_allowed()),
+            }
+        }
+        (["keys", _, _, word], &Method::POST) if !segs[1].is_empty() => match crypto_op(word) {
+            Some(Some(op)) => Route::Crypto(segs[1].to_string(), non_empty(segs[2]), op),
+            Some(None) => Route::Release,
+            None => return Err(not_found(path)),
+        },
+        (["deletedkeys"] | ["deletedkeys", ""], &Method::GET) => Route::ListDeleted,
+        (["deletedkeys", _], _) if !segs[1].is_empty() => match *m {
+            Method::GET => Route::GetDeleted(segs[1].to_string()),
+            Method::DELETE => Route::Purge(segs[1].to_string()),
+            _ => return Err(method_not_allowed()),
+        },
+        (["deletedkeys", _, "recover"], &Method::POST) if !segs[1].is_empty() => {
+            Route::Recover(segs[1].to_string())
+        }
+        (["rng"], &Method::POST) => Route::Rng,
+        _ => return Err(not_found(path)),
+    };
+    Ok(route)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The HTTP method is not allowed on this resource.",
+    )
+}
+
+fn not_found(path: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("No operation is served at '{path}'."),
+    )
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestBodyTooLarge",
+                format!("The request body is larger than the {limit}-byte limit, or was cut off."),
+            )
+        })
+}
+
+fn max_results(ctx: &RequestContext) -> Result<Option<u32>, ApiError> {
+    ctx.param("maxresults")
+        .map(|v| {
+            v.parse::<u32>().map_err(|_| {
+                ApiError::bad(format!(
+                    "maxresults '{v}' is not a number between 1 and 25."
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn next_link(ctx: &RequestContext, path: &str, max: Option<u32>) -> impl Fn(&str) -> String {
+    let prefix = format!("{}{path}?api-version={}", ctx.base, ctx.api_version);
+    let max = max.map(|m| format!("&maxresults={m}")).unwrap_or_default();
+    move |token: &str| format!("{prefix}{max}&$skiptoken={token}")
+}
+
+fn crypto_input(body: &[u8]) -> Result<CryptoInput, ApiError> {
+    let w: wire::OperationWire = parse_body(body)?;
+    let opt = |f: &str, v: &Option<String>| v.as_deref().map(|s| b64_decode(f, s)).transpose();
+    Ok(CryptoInput {
+        value: b64_decode("value", &w.value)?,
+        iv: opt("iv", &w.iv)?,
+        aad: opt("aad", &w.aad)?,
+        tag: opt("tag", &w.tag)?,
+        digest: opt("digest", &w.digest)?,
+        alg: w.alg,
+    })
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    ctx: &RequestContext,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let route = resolve(req.method(), req.uri().path())?;
+    let svc = state.service.clone();
+    let vault = ctx.vault.clone();
+    let base = ctx.base.clone();
+    let body = match req.method() {
+        &Method::GET | &Method::DELETE | &Method::HEAD => Bytes::new(),
+        _ => {
+            let limit = if matches!(route, Route::Restore) {
+                MAX_RESTORE_BODY
+            } else {
+                MAX_BODY
+            };
+            read_body(req, limit).await?
+        }
+    };
+    let resp = match route {
+        Route::ListKeys => {
+            let max = max_results(ctx)?;
+            let token = ctx.param("$skiptoken").map(str::to_string);
+            let page = blocking(move || svc.list_keys(&vault, max, token.as_deref())).await?;
+            ok_json(wire::list_result(
+                &page,
+                |v| wire::key_item(&base, v, false),
+                next_link(ctx, "/keys", max),
+            ))
+        }
+        Route::ListDeleted => {
+            let max = max_results(ctx)?;
+            let token = ctx.param("$skiptoken").map(str::to_string);
+            let page =
+                blocking(move || svc.list_deleted_keys(&vault, max, token.as_deref())).await?;
+            ok_json(wire::list_result(
+                &page,
+                |v| wire::key_item(&base, v, false),
+                next_link(ctx, "/deletedkeys", max),
+            ))
+        }
+        Route::Versions(name) => {
+            let max = max_results(ctx)?;
+            let token = ctx.param("$skiptoken").map(str::to_string);
+            let path = format!("/keys/{name}/versions");
+            let page =
+                blocking(move || svc.list_versions(&vault, &name, max, token.as_deref())).await?;
+            ok_json(wire::list_result(
+                &page,
+                |v| wire::key_item(&base, v, true),
+                next_link(ctx, &path, max),
+            ))
+        }
+        Route::Create(name) => {
+            let w: wire::CreateWire = parse_body(&body)?;
+            let req = CreateKey {
+                kty: w.kty,
+                key_size: w.key_size,
+                public_exponent: w.public_exponent,
+                curve: w.crv,
+                key_ops: w.key_ops,
+                attributes: wire::attributes_input(w.attributes),
+                tags: w.tags,
+                release_policy: w.release_policy,
+            };
+            let v = blocking(move || svc.create_key(&vault, &name, req)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::Import(name) => {
+            let w: wire::ImportWire = parse_body(&body)?;
+            let req = ImportKey {
+                key_ops: w.key.key_ops.clone(),
+                jwk: w.key.into_private()?,
+                hsm: w.hsm,
+                attributes: wire::attributes_input(w.attributes),
+                tags: w.tags,
+                release_policy: w.release_policy,
+            };
+            let v = blocking(move || svc.import_key(&vault, &name, req)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::Get(name, version) => {
+            let v = blocking(move || svc.get_key(&vault, &name, version.as_deref())).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::Update(name, version) => {
+            let w: wire::UpdateWire = parse_body(&body)?;
+            let req = UpdateKey {
+                key_ops: w.key_ops,
+                attributes: wire::attributes_input(w.attributes),
+                tags: w.tags,
+                release_policy: w.release_policy,
+            };
+            let v =
+                blocking(move || svc.update_key(&vault, &name, version.as_deref(), req)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::Delete(name) => {
+            let v = blocking(move || svc.delete_key(&vault, &name)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::GetDeleted(name) => {
+            let v = blocking(move || svc.get_deleted_key(&vault, &name)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::Recover(name) => {
+            let v = blocking(move || svc.recover_key(&vault, &name)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::Purge(name) => {
+            blocking(move || svc.purge_key(&vault, &name)).await?;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Route::Backup(name) => {
+            let blob = blocking(move || svc.backup_key(&vault, &name)).await?;
+            ok_json(json!({"value": b64_encode(&blob)}))
+        }
+        Route::Restore => {
+            let w: wire::ValueWire = parse_body(&body)?;
+            let blob = b64_decode("value", &w.value)?;
+            let v = blocking(move || svc.restore_key(&vault, &blob)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::Rotate(name) => {
+            let v = blocking(move || svc.rotate_key(&vault, &name)).await?;
+            ok_json(wire::key_bundle(&base, &v))
+        }
+        Route::GetPolicy(name) => {
+            let display = name.clone();
+            let (p, has_id) = blocking(move || svc.get_rotation_policy(&vault, &name)).await?;
+            ok_json(wire::rotation_policy(&base, &display, &p, has_id))
+        }
+        Route::SetPolicy(name) => {
+            let w: wire::RotationPolicyWire = parse_body(&body)?;
+            let display = name.clone();
+            let p = blocking(move || svc.set_rotation_policy(&vault, &name, w.into())).await?;
+            ok_json(wire::rotation_policy(&base, &display, &p, true))
+        }
+        Route::Crypto(name, version, op) => {
+            let input = crypto_input(&body)?;
+            let display = name.clone();
+            let out =
+                blocking(move || svc.crypto(&vault, &name, version.as_deref(), op, &input)).await?;
+            match out {
+                CryptoOutput::Verified(valid) => ok_json(json!({"value": valid})),
+                CryptoOutput::Bytes {
+                    version,
+                    value,
+                    iv,
+                    tag,
+                    aad,
+                } => {
+                    let mut v = json!({
+                        "kid": format!("{base}/keys/{display}/{version}"),
+                        "value": b64_encode(&value),
+                    });
+                    for (k, x) in [("iv", iv), ("tag", tag), ("aad", aad)] {
+                        if let Some(x) = x {
+                            v[k] = json!(b64_encode(&x));
+                        }
+                    }
+                    ok_json(v)
+                }
+            }
+        }
+        Route::Release => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "NotSupported",
+                "Secure key release needs an attestation service, which cmkvault does not provide.",
+            ))
+        }
+        Route::Rng => {
+            let w: wire::RngWire = parse_body(&body)?;
+            let count = usize::try_from(w.count).map_err(|_| {
+                ApiError::bad(format!("count {} is out of range: use 1 to 128.", w.count))
+            })?;
+            let bytes = blocking(move || svc.random_bytes(&vault, count)).await?;
+            ok_json(json!({"value": b64_encode(&bytes)}))
+        }
+    };
+    Ok(resp)
+}
+
+/// Reads a JSON object body for the management routes (empty means `{}`).
+pub(crate) async fn body_json(req: Request) -> Result<Value, ApiError> {
+    let body = read_body(req, MAX_BODY).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    parse_body(&body)
+}

@@ -1,0 +1,131 @@
+//! The data directory: root key, database, TLS material, tenant id and token-signing key.
+//!
+//! ```text
+//! DIR/root.key        base64 of the 256-bit root key (mode 0600); absent when CMKVAULT_ROOT_KEY is used
+//! DIR/cmkvault.db     SQLite (WAL): vaults, keys, sealed versions, metadata
+//! DIR/tls/ca.pem      the CA clients trust
+//! DIR/tls/server.pem  server certificate chain; DIR/tls/server.key its key (0600)
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use cmkvault_crypto::{RootKey, TokenSigningKey};
+use cmkvault_store::SqliteStore;
+use cmkvault_vault::tokens::TokenAuthority;
+use cmkvault_vault::{Clock, VaultService};
+use zeroize::Zeroizing;
+
+use crate::ServerError;
+
+/// The vault every fresh data directory has, served on `localhost` and `127.0.0.1`.
+pub const DEFAULT_VAULT: &str = "default";
+
+/// An opened data directory.
+pub struct DataDir {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The vault service over its database.
+    pub service: Arc<VaultService>,
+    /// The token authority (tenant id and signing key).
+    pub tokens: Arc<TokenAuthority>,
+}
+
+/// Writes a file via a temporary file, fsync and rename, so a crash leaves the old or the new
+/// content, never half of it.
+pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ServerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let io = |e| ServerError::io(path, e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(data).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn decode_root_key(text: &str, source: &str) -> Result<RootKey, ServerError> {
+    let bytes = Zeroizing::new(
+        B64.decode(text.trim())
+            .map_err(|_| ServerError::Config(format!("{source} is not valid base64")))?,
+    );
+    RootKey::from_bytes(&bytes).map_err(|_| {
+        ServerError::Config(format!(
+            "{source} must hold exactly 32 bytes (256 bits), base64-encoded"
+        ))
+    })
+}
+
+/// Opens `path`, initialising it on first use (root key, database, tenant id, token-signing
+/// key, the `default` vault). `root_key_b64` (from `CMKVAULT_ROOT_KEY`) overrides `root.key`.
+pub fn open(path: &Path, root_key_b64: Option<&str>) -> Result<DataDir, ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| ServerError::io(path, e))?;
+    }
+    let db_path = path.join("cmkvault.db");
+    let key_path = path.join("root.key");
+    let root = match root_key_b64 {
+        Some(text) => decode_root_key(text, "CMKVAULT_ROOT_KEY")?,
+        None if key_path.exists() => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&key_path).map_err(|e| ServerError::io(&key_path, e))?,
+            );
+            decode_root_key(&text, &key_path.display().to_string())?
+        }
+        None if db_path.exists() => {
+            return Err(ServerError::Config(format!(
+                "{} exists but there is no root key: restore {} or set CMKVAULT_ROOT_KEY",
+                db_path.display(),
+                key_path.display()
+            )))
+        }
+        None => {
+            let key = RootKey::generate().map_err(|e| ServerError::Config(e.to_string()))?;
+            let text = Zeroizing::new(format!("{}\n", B64.encode(key.as_bytes())));
+            write_file_atomic(&key_path, text.as_bytes(), 0o600)?;
+            key
+        }
+    };
+    let store = SqliteStore::open(&db_path)
+        .map_err(|e| ServerError::Config(format!("{}: {e}", db_path.display())))?;
+    let service = VaultService::open(Arc::new(store), root, Clock::default())?;
+    let tenant = service.meta_get_or_create("tenant-id", || {
+        uuid::Uuid::new_v4().hyphenated().to_string().into_bytes()
+    })?;
+    let tenant = String::from_utf8(tenant)
+        .map_err(|_| ServerError::Config("stored tenant id is not text".into()))?;
+    let signing = service.sealed_meta_get_or_create("token-signing-key", || {
+        TokenSigningKey::generate()
+            .map(|k| k.to_pkcs8())
+            .map_err(Into::into)
+    })?;
+    let signing = TokenSigningKey::from_pkcs8(&signing)
+        .map_err(|e| ServerError::Config(format!("stored token-signing key: {e}")))?;
+    service.ensure_vault(DEFAULT_VAULT, 90)?;
+    Ok(DataDir {
+        path: path.to_path_buf(),
+        service: Arc::new(service),
+        tokens: Arc::new(TokenAuthority::new(signing, tenant)),
+    })
+}

@@ -1,0 +1,1093 @@
+//! [`VaultService`]: vaults, keys, versions and the operations on them.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use cmkvault_crypto::{CipherRequest, Curve, KeyFamily, PrivateKey, RootKey};
+use cmkvault_store::{KeyRecord, Store, StoreError, VaultRecord, VersionRecord};
+use zeroize::Zeroizing;
+
+use crate::backup::{self, BackupDoc, BackupVersion};
+use crate::cache::{KeyCache, LoadedVersion};
+use crate::model::*;
+use crate::rotation::{RotationPolicy, RotationPolicyInput};
+use crate::{Clock, VaultError, VaultResult};
+
+const DAY: i64 = 86_400;
+const ROOT_CHECK_META: &str = "root-key-check";
+const ROOT_CHECK_AAD: &[u8] = b"cmkvault:root-key-check:v1";
+const ROOT_CHECK_VALUE: &[u8] = b"cmkvault root key check";
+
+/// Azure's page size cap for listings.
+pub const MAX_PAGE: usize = 25;
+
+/// Settings of one vault, as the management API shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// Vault name.
+    pub name: String,
+    /// Soft-delete retention (7..=90 days).
+    pub retention_days: u32,
+    /// Purge protection.
+    pub purge_protection: bool,
+    /// RBAC (true) or access policies (false).
+    pub rbac_authorization: bool,
+    /// Creation time.
+    pub created: i64,
+    /// Last update.
+    pub updated: i64,
+}
+
+impl From<VaultRecord> for VaultSettings {
+    fn from(v: VaultRecord) -> Self {
+        VaultSettings {
+            name: v.name,
+            retention_days: v.retention_days,
+            purge_protection: v.purge_protection,
+            rbac_authorization: v.rbac_authorization,
+            created: v.created,
+            updated: v.updated,
+        }
+    }
+}
+
+impl VaultSettings {
+    /// Azure's `recoveryLevel` for keys in this vault.
+    pub fn recovery_level(&self) -> &'static str {
+        match (self.retention_days >= 90, self.purge_protection) {
+            (true, false) => "Recoverable+Purgeable",
+            (true, true) => "Recoverable",
+            (false, false) => "CustomizedRecoverable+Purgeable",
+            (false, true) => "CustomizedRecoverable",
+        }
+    }
+}
+
+/// The vault service. Cheap to share behind an `Arc`.
+pub struct VaultService {
+    store: Arc<dyn Store>,
+    root: RootKey,
+    clock: Clock,
+    cache: KeyCache,
+    /// Serialises changes (check-then-write sequences such as "create unless soft-deleted").
+    write_lock: Mutex<()>,
+}
+
+fn seal_aad(vault: &str, name: &str, version: &str) -> Vec<u8> {
+    format!(
+        "cmkvault:key:v1:{vault}:{}:{}",
+        name.to_lowercase(),
+        version.to_lowercase()
+    )
+    .into_bytes()
+}
+
+fn new_version_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn encode_page_token(s: &str) -> String {
+    B64URL.encode(s.as_bytes())
+}
+
+fn decode_page_token(t: &str) -> VaultResult<String> {
+    B64URL
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| VaultError::BadParameter("The $skiptoken is invalid.".into()))
+}
+
+fn page_size(max: Option<u32>) -> VaultResult<usize> {
+    match max {
+        None => Ok(MAX_PAGE),
+        Some(n) if (1..=MAX_PAGE as u32).contains(&n) => Ok(n as usize),
+        Some(n) => Err(VaultError::BadParameter(format!(
+            "maxresults {n} is out of range: use 1 to {MAX_PAGE}."
+        ))),
+    }
+}
+
+impl VaultService {
+    /// Opens the service over a store, checking that `root` opens this store's sealed data.
+    /// A fresh store is stamped with a check value sealed under `root`.
+    pub fn open(store: Arc<dyn Store>, root: RootKey, clock: Clock) -> VaultResult<Self> {
+        let candidate = root.seal(ROOT_CHECK_AAD, ROOT_CHECK_VALUE)?;
+        let stored = store.meta_put_if_absent(ROOT_CHECK_META, &candidate)?;
+        match root.open(ROOT_CHECK_AAD, &stored) {
+            Ok(v) if v.as_slice() == ROOT_CHECK_VALUE => {}
+            _ => return Err(VaultError::WrongRootKey),
+        }
+        Ok(VaultService {
+            store,
+            root,
+            clock,
+            cache: KeyCache::default(),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// The service clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The root key (for sealing server secrets such as the token-signing key).
+    pub fn root_key(&self) -> &RootKey {
+        &self.root
+    }
+
+    fn lock(&self) -> VaultResult<MutexGuard<'_, ()>> {
+        self.write_lock
+            .lock()
+            .map_err(|_| VaultError::Internal("write lock poisoned".into()))
+    }
+
+    /// A plain metadata value, created by `make` on first use.
+    pub fn meta_get_or_create(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> VaultResult<Vec<u8>> {
+        if let Some(v) = self.store.meta_get(key)? {
+            return Ok(v);
+        }
+        Ok(self.store.meta_put_if_absent(key, &make())?)
+    }
+
+    /// A secret metadata value sealed under the root key, created by `make` on first use.
+    pub fn sealed_meta_get_or_create(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> VaultResult<Zeroizing<Vec<u8>>>,
+    ) -> VaultResult<Zeroizing<Vec<u8>>> {
+        let aad = format!("cmkvault:meta:v1:{key}");
+        let stored = match self.store.meta_get(key)? {
+            Some(v) => v,
+            None => {
+                let fresh = make()?;
+                let sealed = self.root.seal(aad.as_bytes(), &fresh)?;
+                self.store.meta_put_if_absent(key, &sealed)?
+            }
+        };
+        self.root
+            .open(aad.as_bytes(), &stored)
+            .map_err(|_| VaultError::WrongRootKey)
+    }
+
+    // ---------------------------------------------------------------- vaults
+
+    /// Creates a vault.
+    pub fn create_vault(
+        &self,
+        name: &str,
+        retention_days: u32,
+        purge_protection: bool,
+    ) -> VaultResult<VaultSettings> {
+        validate_vault_name(name)?;
+        if !(7..=90).contains(&retention_days) {
+            return Err(VaultError::BadParameter(format!(
+                "softDeleteRetentionInDays {retention_days} is out of range: use 7 to 90."
+            )));
+        }
+        let now = self.clock.now();
+        let rec = VaultRecord {
+            name: name.to_lowercase(),
+            retention_days,
+            purge_protection,
+            rbac_authorization: true,
+            created: now,
+            updated: now,
+        };
+        match self.store.vault_create(&rec) {
+            Err(StoreError::Conflict(_)) => Err(VaultError::VaultExists(rec.name)),
+            r => r.map(|_| rec.into()).map_err(Into::into),
+        }
+    }
+
+    /// Creates a vault unless it exists; returns its settings.
+    pub fn ensure_vault(&self, name: &str, retention_days: u32) -> VaultResult<VaultSettings> {
+        match self.create_vault(name, retention_days, false) {
+            Err(VaultError::VaultExists(_)) => self.vault(name),
+            r => r,
+        }
+    }
+
+    /// A vault's settings.
+    pub fn vault(&self, name: &str) -> VaultResult<VaultSettings> {
+        self.store
+            .vault_get(name)?
+            .map(Into::into)
+            .ok_or_else(|| VaultError::VaultNotFound(name.to_string()))
+    }
+
+    /// All vaults.
+    pub fn list_vaults(&self) -> VaultResult<Vec<VaultSettings>> {
+        Ok(self
+            .store
+            .vault_list()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Changes a vault's settings. Purge protection can be turned on, never off; retention is
+    /// fixed at creation (the same value is accepted as a no-op).
+    pub fn update_vault(
+        &self,
+        name: &str,
+        purge_protection: Option<bool>,
+        retention_days: Option<u32>,
+    ) -> VaultResult<VaultSettings> {
+        let _g = self.lock()?;
+        let mut rec = self
+            .store
+            .vault_get(name)?
+            .ok_or_else(|| VaultError::VaultNotFound(name.to_string()))?;
+        if let Some(days) = retention_days {
+            if days != rec.retention_days {
+                return Err(VaultError::SettingImmutable(format!(
+                    "softDeleteRetentionInDays is fixed at creation ({} days) and cannot be changed.",
+                    rec.retention_days
+                )));
+            }
+        }
+        match purge_protection {
+            Some(false) if rec.purge_protection => {
+                return Err(VaultError::SettingImmutable(
+                    "Purge protection cannot be disabled once it is enabled.".into(),
+                ))
+            }
+            Some(true) => rec.purge_protection = true,
+            _ => {}
+        }
+        rec.updated = self.clock.now();
+        self.store.vault_update(&rec)?;
+        Ok(rec.into())
+    }
+
+    // ---------------------------------------------------------------- loading
+
+    fn view(
+        &self,
+        settings: &VaultSettings,
+        name: &str,
+        version: &str,
+        props: KeyProps,
+    ) -> KeyView {
+        KeyView {
+            name: name.to_string(),
+            version: version.to_string(),
+            props,
+            recoverable_days: settings.retention_days,
+            recovery_level: settings.recovery_level(),
+            deleted: None,
+        }
+    }
+
+    fn parse_props(props: &str) -> VaultResult<KeyProps> {
+        serde_json::from_str(props)
+            .map_err(|e| VaultError::Internal(format!("stored key properties: {e}")))
+    }
+
+    /// The live key row, or `KeyNotFound` (also for soft-deleted keys).
+    fn live_key(&self, vault: &str, name: &str) -> VaultResult<KeyRecord> {
+        match self.store.key_get(vault, name)? {
+            Some(k) if k.deleted.is_none() => Ok(k),
+            _ => Err(VaultError::KeyNotFound(name.to_string())),
+        }
+    }
+
+    fn version_record(
+        &self,
+        vault: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> VaultResult<(KeyRecord, VersionRecord)> {
+        let key = self.live_key(vault, name)?;
+        let rec = match version {
+            None => self.store.version_latest(vault, name)?,
+            Some(v) => self.store.version_get(vault, name, v)?,
+        };
+        let rec = rec.ok_or_else(|| {
+            VaultError::KeyNotFound(match version {
+                Some(v) => format!("{name}/{v}"),
+                None => name.to_string(),
+            })
+        })?;
+        Ok((key, rec))
+    }
+
+    fn unseal(&self, vault: &str, name: &str, rec: &VersionRecord) -> VaultResult<PrivateKey> {
+        let aad = seal_aad(vault, name, &rec.version);
+        let bytes = self.root.open(&aad, &rec.sealed).map_err(|_| {
+            VaultError::Internal(format!(
+                "sealed key {name}/{} cannot be opened",
+                rec.version
+            ))
+        })?;
+        Ok(PrivateKey::from_bytes(&bytes)?)
+    }
+
+    /// A version ready for crypto, from the cache or the store.
+    fn load(
+        &self,
+        vault: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> VaultResult<Arc<LoadedVersion>> {
+        let version = version.filter(|v| !v.is_empty());
+        if let Some(hit) = self.cache.get(vault, name, version) {
+            return Ok(hit);
+        }
+        let generation = self.cache.generation();
+        let (key, rec) = self.version_record(vault, name, version)?;
+        let loaded = Arc::new(LoadedVersion {
+            name: key.name.clone(),
+            version: rec.version.clone(),
+            props: Self::parse_props(&rec.props)?,
+            private: self.unseal(vault, name, &rec)?,
+        });
+        self.cache
+            .insert(vault, generation, loaded.clone(), version.is_none());
+        Ok(loaded)
+    }
+
+    // ---------------------------------------------------------------- keys
+
+    fn check_not_deleted(&self, vault: &str, name: &str) -> VaultResult<Option<KeyRecord>> {
+        let key = self.store.key_get(vault, name)?;
+        if key.as_ref().is_some_and(|k| k.deleted.is_some()) {
+            return Err(VaultError::DeletedButRecoverable(name.to_string()));
+        }
+        Ok(key)
+    }
+
+    fn apply_attributes(props: &mut KeyProps, a: &AttributesInput) {
+        if let Some(e) = a.enabled {
+            props.enabled = e;
+        }
+        if a.nbf.is_some() {
+            props.nbf = a.nbf;
+        }
+        if a.exp.is_some() {
+            props.exp = a.exp;
+        }
+        if a.exportable.is_some() {
+            props.exportable = a.exportable;
+        }
+    }
+
+    fn check_window(a: &AttributesInput) -> VaultResult<()> {
+        if let (Some(nbf), Some(exp)) = (a.nbf, a.exp) {
+            if nbf > exp {
+                return Err(VaultError::BadParameter(
+                    "The key's nbf (not before) must not be later than its exp (expiry).".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a new version of `name` made of `private`, under the write lock.
+    #[allow(clippy::too_many_arguments)]
+    fn add_version(
+        &self,
+        vault: &str,
+        name: &str,
+        kty: Kty,
+        private: PrivateKey,
+        key_ops: Vec<String>,
+        attributes: &AttributesInput,
+        tags: Option<Tags>,
+        release_policy: Option<serde_json::Value>,
+    ) -> VaultResult<KeyView> {
+        let settings = self.vault(vault)?;
+        let _g = self.lock()?;
+        let existing = self.check_not_deleted(vault, name)?;
+        let now = self.clock.now();
+        let public = public_members(&private);
+        let mut props = KeyProps {
+            kty,
+            key_size: private.key_size_bits() as u32,
+            key_ops,
+            enabled: true,
+            nbf: None,
+            exp: None,
+            created: now,
+            updated: now,
+            exportable: None,
+            tags,
+            release_policy,
+            public,
+        };
+        Self::apply_attributes(&mut props, attributes);
+        let policy = existing
+            .as_ref()
+            .and_then(|k| k.rotation_policy.as_deref())
+            .and_then(|p| serde_json::from_str::<RotationPolicy>(p).ok());
+        if props.exp.is_none() {
+            if let Some(secs) = policy.as_ref().and_then(|p| p.expiry_seconds()) {
+                props.exp = Some(now + secs);
+            }
+        }
+        let version = new_version_id();
+        let sealed = self
+            .root
+            .seal(&seal_aad(vault, name, &version), &private.to_bytes())?;
+        let key = existing.unwrap_or(KeyRecord {
+            vault: vault.to_string(),
+            name: name.to_string(),
+            deleted: None,
+            rotation_policy: None,
+        });
+        let rec = VersionRecord {
+            version: version.clone(),
+            seq: 0,
+            created: now,
+            props: serde_json::to_string(&props)
+                .map_err(|e| VaultError::Internal(e.to_string()))?,
+            sealed,
+        };
+        self.store.version_add(&key, &rec)?;
+        self.cache.invalidate(vault, name);
+        Ok(self.view(&settings, &key.name, &version, props))
+    }
+
+    /// Creates a key, or a new version of an existing one.
+    pub fn create_key(&self, vault: &str, name: &str, req: CreateKey) -> VaultResult<KeyView> {
+        validate_key_name(name)?;
+        self.vault(vault)?;
+        Self::check_window(&req.attributes)?;
+        let kty = Kty::parse(&req.kty).ok_or_else(|| {
+            VaultError::BadParameter(format!(
+                "The key type '{}' is not supported: use RSA, RSA-HSM, EC, EC-HSM or oct-HSM.",
+                req.kty
+            ))
+        })?;
+        if let Some(ops) = &req.key_ops {
+            validate_key_ops(ops)?;
+        }
+        if let Some(t) = &req.tags {
+            validate_tags(t)?;
+        }
+        // Fail fast on a soft-deleted name before spending time on key generation.
+        self.check_not_deleted(vault, name)?;
+        let private = match kty {
+            Kty::Rsa | Kty::RsaHsm => {
+                let bits = req.key_size.unwrap_or(2048);
+                if !matches!(bits, 2048 | 3072 | 4096) {
+                    return Err(VaultError::BadParameter(format!(
+                        "RSA key size {bits} is not supported: use 2048, 3072 or 4096."
+                    )));
+                }
+                if req.curve.is_some() {
+                    return Err(VaultError::BadParameter(
+                        "crv is not valid for an RSA key.".into(),
+                    ));
+                }
+                PrivateKey::generate_rsa(bits as usize, req.public_exponent)?
+            }
+            Kty::Ec | Kty::EcHsm => {
+                let crv = req.curve.as_deref().unwrap_or("P-256");
+                let curve = Curve::from_jwk(crv).ok_or_else(|| {
+                    VaultError::BadParameter(format!(
+                        "The curve '{crv}' is not supported: use P-256, P-384, P-521 or P-256K."
+                    ))
+                })?;
+                if let Some(size) = req.key_size {
+                    if size as usize != curve_bits(curve) {
+                        return Err(VaultError::BadParameter(format!(
+                            "key_size {size} does not match curve {crv}."
+                        )));
+                    }
+                }
+                PrivateKey::generate_ec(curve)?
+            }
+            Kty::Oct | Kty::OctHsm => {
+                let bits = req.key_size.unwrap_or(256);
+                if !matches!(bits, 128 | 192 | 256) {
+                    return Err(VaultError::BadParameter(format!(
+                        "AES key size {bits} is not supported: use 128, 192 or 256."
+                    )));
+                }
+                PrivateKey::generate_oct(bits as usize)?
+            }
+        };
+        let ops = req.key_ops.unwrap_or_else(|| kty.default_ops());
+        self.add_version(
+            vault,
+            name,
+            kty,
+            private,
+            ops,
+            &req.attributes,
+            req.tags,
+            req.release_policy,
+        )
+    }
+
+    /// Imports a key, or a new version of an existing one.
+    pub fn import_key(&self, vault: &str, name: &str, req: ImportKey) -> VaultResult<KeyView> {
+        validate_key_name(name)?;
+        self.vault(vault)?;
+        Self::check_window(&req.attributes)?;
+        let kty = Kty::parse(&req.jwk.kty).ok_or_else(|| {
+            VaultError::BadParameter(format!("The key type '{}' is not supported.", req.jwk.kty))
+        })?;
+        let kty = match req.hsm {
+            Some(h) => kty.with_hsm(h),
+            None => kty,
+        };
+        if let Some(ops) = &req.key_ops {
+            validate_key_ops(ops)?;
+        }
+        if let Some(t) = &req.tags {
+            validate_tags(t)?;
+        }
+        let private = PrivateKey::from_jwk(&req.jwk)?;
+        if private.family() == KeyFamily::Rsa
+            && !matches!(private.key_size_bits(), 2048 | 3072 | 4096)
+        {
+            return Err(VaultError::BadParameter(format!(
+                "RSA key size {} is not supported: use 2048, 3072 or 4096.",
+                private.key_size_bits()
+            )));
+        }
+        let ops = req.key_ops.unwrap_or_else(|| kty.default_ops());
+        self.add_version(
+            vault,
+            name,
+            kty,
+            private,
+            ops,
+            &req.attributes,
+            req.tags,
+            req.release_policy,
+        )
+    }
+
+    /// A key version (`None` or empty version for the latest).
+    pub fn get_key(&self, vault: &str, name: &str, version: Option<&str>) -> VaultResult<KeyView> {
+        let settings = self.vault(vault)?;
+        let loaded = self.load(vault, name, version)?;
+        Ok(self.view(
+            &settings,
+            &loaded.name,
+            &loaded.version,
+            loaded.props.clone(),
+        ))
+    }
+
+    /// Updates a version's attributes, tags, `key_ops` or release policy.
+    pub fn update_key(
+        &self,
+        vault: &str,
+        name: &str,
+        version: Option<&str>,
+        req: UpdateKey,
+    ) -> VaultResult<KeyView> {
+        let settings = self.vault(vault)?;
+        if let Some(ops) = &req.key_ops {
+            validate_key_ops(ops)?;
+        }
+        if let Some(t) = &req.tags {
+            validate_tags(t)?;
+        }
+        let _g = self.lock()?;
+        let (key, rec) = self.version_record(vault, name, version.filter(|v| !v.is_empty()))?;
+        let mut props = Self::parse_props(&rec.props)?;
+        Self::apply_attributes(&mut props, &req.attributes);
+        if let (Some(nbf), Some(exp)) = (props.nbf, props.exp) {
+            if nbf > exp {
+                return Err(VaultError::BadParameter(
+                    "The key's nbf (not before) must not be later than its exp (expiry).".into(),
+                ));
+            }
+        }
+        if let Some(ops) = req.key_ops {
+            props.key_ops = ops;
+        }
+        if let Some(tags) = req.tags {
+            props.tags = Some(tags);
+        }
+        if req.release_policy.is_some() {
+            props.release_policy = req.release_policy;
+        }
+        props.updated = self.clock.now();
+        let json =
+            serde_json::to_string(&props).map_err(|e| VaultError::Internal(e.to_string()))?;
+        self.store
+            .version_update_props(vault, name, &rec.version, &json)?;
+        self.cache.invalidate(vault, name);
+        Ok(self.view(&settings, &key.name, &rec.version, props))
+    }
+
+    /// Lists live keys (base ids, latest version's attributes).
+    pub fn list_keys(
+        &self,
+        vault: &str,
+        max: Option<u32>,
+        token: Option<&str>,
+    ) -> VaultResult<Page<KeyView>> {
+        self.list_key_rows(vault, false, max, token)
+    }
+
+    /// Lists soft-deleted keys.
+    pub fn list_deleted_keys(
+        &self,
+        vault: &str,
+        max: Option<u32>,
+        token: Option<&str>,
+    ) -> VaultResult<Page<KeyView>> {
+        self.list_key_rows(vault, true, max, token)
+    }
+
+    fn list_key_rows(
+        &self,
+        vault: &str,
+        deleted: bool,
+        max: Option<u32>,
+        token: Option<&str>,
+    ) -> VaultResult<Page<KeyView>> {
+        let settings = self.vault(vault)?;
+        let limit = page_size(max)?;
+        let after = token.map(decode_page_token).transpose()?;
+        let rows = self
+            .store
+            .key_list(vault, deleted, after.as_deref(), limit + 1)?;
+        let more = rows.len() > limit;
+        let mut items = Vec::new();
+        for key in rows.into_iter().take(limit) {
+            let Some(latest) = self.store.version_latest(vault, &key.name)? else {
+                continue;
+            };
+            let mut v = self.view(
+                &settings,
+                &key.name,
+                &latest.version,
+                Self::parse_props(&latest.props)?,
+            );
+            v.deleted = key.deleted;
+            items.push(v);
+        }
+        let next = if more {
+            items
+                .last()
+                .map(|v| encode_page_token(&v.name.to_lowercase()))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Lists a live key's versions in creation order.
+    pub fn list_versions(
+        &self,
+        vault: &str,
+        name: &str,
+        max: Option<u32>,
+        token: Option<&str>,
+    ) -> VaultResult<Page<KeyView>> {
+        let settings = self.vault(vault)?;
+        let limit = page_size(max)?;
+        let key = self.live_key(vault, name)?;
+        let after: i64 = match token {
+            None => 0,
+            Some(t) => decode_page_token(t)?
+                .parse()
+                .map_err(|_| VaultError::BadParameter("The $skiptoken is invalid.".into()))?,
+        };
+        let rows = self.store.version_list(vault, name, after, limit + 1)?;
+        let more = rows.len() > limit;
+        let mut items = Vec::new();
+        let mut last_seq = after;
+        for rec in rows.into_iter().take(limit) {
+            last_seq = rec.seq;
+            items.push(self.view(
+                &settings,
+                &key.name,
+                &rec.version,
+                Self::parse_props(&rec.props)?,
+            ));
+        }
+        let next = more.then(|| encode_page_token(&last_seq.to_string()));
+        Ok(Page { items, next })
+    }
+
+    /// Soft-deletes a key (all versions).
+    pub fn delete_key(&self, vault: &str, name: &str) -> VaultResult<KeyView> {
+        let settings = self.vault(vault)?;
+        let _g = self.lock()?;
+        let (mut key, latest) = self.version_record(vault, name, None)?;
+        let now = self.clock.now();
+        key.deleted = Some((now, now + settings.retention_days as i64 * DAY));
+        self.store.key_update(&key)?;
+        self.cache.invalidate(vault, name);
+        let mut v = self.view(
+            &settings,
+            &key.name,
+            &latest.version,
+            Self::parse_props(&latest.props)?,
+        );
+        v.deleted = key.deleted;
+        Ok(v)
+    }
+
+    fn deleted_key(&self, vault: &str, name: &str) -> VaultResult<KeyRecord> {
+        match self.store.key_get(vault, name)? {
+            Some(k) if k.deleted.is_some() => Ok(k),
+            _ => Err(VaultError::DeletedKeyNotFound(name.to_string())),
+        }
+    }
+
+    /// A soft-deleted key (latest version).
+    pub fn get_deleted_key(&self, vault: &str, name: &str) -> VaultResult<KeyView> {
+        let settings = self.vault(vault)?;
+        let key = self.deleted_key(vault, name)?;
+        let latest = self
+            .store
+            .version_latest(vault, name)?
+            .ok_or_else(|| VaultError::DeletedKeyNotFound(name.to_string()))?;
+        let mut v = self.view(
+            &settings,
+            &key.name,
+            &latest.version,
+            Self::parse_props(&latest.props)?,
+        );
+        v.deleted = key.deleted;
+        Ok(v)
+    }
+
+    /// Recovers a soft-deleted key with all its versions.
+    pub fn recover_key(&self, vault: &str, name: &str) -> VaultResult<KeyView> {
+        self.vault(vault)?;
+        {
+            let _g = self.lock()?;
+            let mut key = self.deleted_key(vault, name)?;
+            key.deleted = None;
+            self.store.key_update(&key)?;
+            self.cache.invalidate(vault, name);
+        }
+        self.get_key(vault, name, None)
+    }
+
+    /// Purges a soft-deleted key for good (refused while the vault has purge protection).
+    pub fn purge_key(&self, vault: &str, name: &str) -> VaultResult<()> {
+        let settings = self.vault(vault)?;
+        let _g = self.lock()?;
+        self.deleted_key(vault, name)?;
+        if settings.purge_protection {
+            return Err(VaultError::PurgeProtected);
+        }
+        self.store.key_purge(vault, name)?;
+        self.cache.invalidate(vault, name);
+        Ok(())
+    }
+
+    /// Makes a new version of a key with the same type, size and operations.
+    pub fn rotate_key(&self, vault: &str, name: &str) -> VaultResult<KeyView> {
+        let (key, latest) = self.version_record(vault, name, None)?;
+        let props = Self::parse_props(&latest.props)?;
+        let private = match props.kty {
+            Kty::Rsa | Kty::RsaHsm => PrivateKey::generate_rsa(props.key_size as usize, None)?,
+            Kty::Ec | Kty::EcHsm => {
+                let curve = props
+                    .public
+                    .crv
+                    .as_deref()
+                    .and_then(Curve::from_jwk)
+                    .ok_or_else(|| VaultError::Internal("stored EC key without curve".into()))?;
+                PrivateKey::generate_ec(curve)?
+            }
+            Kty::Oct | Kty::OctHsm => PrivateKey::generate_oct(props.key_size as usize)?,
+        };
+        let attrs = AttributesInput {
+            exportable: props.exportable,
+            ..Default::default()
+        };
+        self.add_version(
+            vault,
+            &key.name,
+            props.kty,
+            private,
+            props.key_ops,
+            &attrs,
+            props.tags,
+            props.release_policy,
+        )
+    }
+
+    /// The key's rotation policy, or the default one (`false` in the second field).
+    pub fn get_rotation_policy(
+        &self,
+        vault: &str,
+        name: &str,
+    ) -> VaultResult<(RotationPolicy, bool)> {
+        self.vault(vault)?;
+        let key = self.live_key(vault, name)?;
+        Ok(match key.rotation_policy.as_deref() {
+            Some(p) => (
+                serde_json::from_str(p).map_err(|e| VaultError::Internal(e.to_string()))?,
+                true,
+            ),
+            None => (RotationPolicy::default_policy(), false),
+        })
+    }
+
+    /// Validates and stores a rotation policy.
+    pub fn set_rotation_policy(
+        &self,
+        vault: &str,
+        name: &str,
+        input: RotationPolicyInput,
+    ) -> VaultResult<RotationPolicy> {
+        self.vault(vault)?;
+        let _g = self.lock()?;
+        let mut key = self.live_key(vault, name)?;
+        let previous: Option<RotationPolicy> = key
+            .rotation_policy
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok());
+        let policy =
+            RotationPolicy::from_input(input, previous.and_then(|p| p.created), self.clock.now())?;
+        key.rotation_policy =
+            Some(serde_json::to_string(&policy).map_err(|e| VaultError::Internal(e.to_string()))?);
+        self.store.key_update(&key)?;
+        Ok(policy)
+    }
+
+    // ---------------------------------------------------------------- backup
+
+    /// Backs up every version of a key and its rotation policy into one sealed blob.
+    pub fn backup_key(&self, vault: &str, name: &str) -> VaultResult<Vec<u8>> {
+        self.vault(vault)?;
+        let key = self.live_key(vault, name)?;
+        let mut versions = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = self.store.version_list(vault, name, after, 100)?;
+            if batch.is_empty() {
+                break;
+            }
+            for rec in batch {
+                after = rec.seq;
+                let private = self.unseal(vault, name, &rec)?;
+                versions.push(BackupVersion {
+                    version: rec.version.clone(),
+                    seq: rec.seq,
+                    created: rec.created,
+                    props: rec.props.clone(),
+                    private: BackupVersion::encode_private(&private.to_bytes()),
+                });
+            }
+            if versions.len() > backup::MAX_VERSIONS {
+                return Err(VaultError::BadParameter(format!(
+                    "The key has more than {} versions and cannot be backed up.",
+                    backup::MAX_VERSIONS
+                )));
+            }
+        }
+        let doc = BackupDoc {
+            format: 1,
+            name: key.name.clone(),
+            rotation_policy: key.rotation_policy.clone(),
+            versions,
+        };
+        backup::seal(&self.root, &doc)
+    }
+
+    /// Restores a backup blob into `vault` under the key's original name.
+    pub fn restore_key(&self, vault: &str, blob: &[u8]) -> VaultResult<KeyView> {
+        self.vault(vault)?;
+        let doc = backup::open(&self.root, blob)?;
+        validate_key_name(&doc.name)?;
+        let mut versions = Vec::with_capacity(doc.versions.len());
+        for v in &doc.versions {
+            let private_bytes = v.private_bytes()?;
+            // Parse to prove the material is usable before storing it.
+            PrivateKey::from_bytes(&private_bytes)?;
+            Self::parse_props(&v.props)?;
+            versions.push(VersionRecord {
+                version: v.version.to_lowercase(),
+                seq: v.seq,
+                created: v.created,
+                props: v.props.clone(),
+                sealed: self
+                    .root
+                    .seal(&seal_aad(vault, &doc.name, &v.version), &private_bytes)?,
+            });
+        }
+        let key = KeyRecord {
+            vault: vault.to_string(),
+            name: doc.name.clone(),
+            deleted: None,
+            rotation_policy: doc.rotation_policy.clone(),
+        };
+        {
+            let _g = self.lock()?;
+            if let Some(existing) = self.store.key_get(vault, &doc.name)? {
+                return Err(if existing.deleted.is_some() {
+                    VaultError::DeletedButRecoverable(existing.name)
+                } else {
+                    VaultError::RestoreConflict(existing.name)
+                });
+            }
+            match self.store.key_restore(&key, &versions) {
+                Err(StoreError::Conflict(_)) => {
+                    return Err(VaultError::RestoreConflict(doc.name.clone()))
+                }
+                r => r?,
+            }
+            self.cache.invalidate(vault, &doc.name);
+        }
+        self.get_key(vault, &doc.name, None)
+    }
+
+    // ---------------------------------------------------------------- crypto
+
+    /// Runs a crypto operation on a key version after checking `enabled`, `nbf`, `exp` and
+    /// `key_ops`.
+    pub fn crypto(
+        &self,
+        vault: &str,
+        name: &str,
+        version: Option<&str>,
+        op: CryptoOp,
+        input: &CryptoInput,
+    ) -> VaultResult<CryptoOutput> {
+        self.vault(vault)?;
+        let loaded = self.load(vault, name, version)?;
+        let props = &loaded.props;
+        let key_op = op.key_op();
+        let op_name = key_op.as_str();
+        if !props.enabled {
+            return Err(VaultError::KeyDisabled(op_name));
+        }
+        let now = self.clock.now();
+        if props.nbf.is_some_and(|nbf| now < nbf) {
+            return Err(VaultError::KeyNotYetValid(op_name));
+        }
+        if key_op.blocked_by_expiry() && props.exp.is_some_and(|exp| now >= exp) {
+            return Err(VaultError::KeyExpired(op_name));
+        }
+        if !props.allows(key_op) {
+            return Err(VaultError::KeyOperationForbidden(op_name));
+        }
+        let key = &loaded.private;
+        let alg = input.alg.as_str();
+        let req = CipherRequest {
+            value: &input.value,
+            iv: input.iv.as_deref(),
+            aad: input.aad.as_deref(),
+            tag: input.tag.as_deref(),
+        };
+        let bytes = |value: Zeroizing<Vec<u8>>| CryptoOutput::Bytes {
+            version: loaded.version.clone(),
+            value,
+            iv: None,
+            tag: None,
+            aad: None,
+        };
+        Ok(match op {
+            CryptoOp::Encrypt => {
+                let out = key.encrypt(alg, &req)?;
+                CryptoOutput::Bytes {
+                    version: loaded.version.clone(),
+                    value: Zeroizing::new(out.value),
+                    iv: out.iv,
+                    tag: out.tag,
+                    aad: out.aad,
+                }
+            }
+            CryptoOp::Decrypt => bytes(key.decrypt(alg, &req)?),
+            CryptoOp::WrapKey => bytes(Zeroizing::new(key.wrap_key(alg, &input.value)?)),
+            CryptoOp::UnwrapKey => bytes(key.unwrap_key(alg, &input.value)?),
+            CryptoOp::Sign => bytes(Zeroizing::new(key.sign(alg, &input.value)?)),
+            CryptoOp::Verify => {
+                let digest = input.digest.as_deref().ok_or_else(|| {
+                    VaultError::BadParameter("verify needs the digest in 'digest'.".into())
+                })?;
+                CryptoOutput::Verified(key.verify(alg, digest, &input.value)?)
+            }
+        })
+    }
+
+    /// Random bytes from the system CSPRNG (1..=128).
+    pub fn random_bytes(&self, vault: &str, count: usize) -> VaultResult<Vec<u8>> {
+        self.vault(vault)?;
+        if !(1..=128).contains(&count) {
+            return Err(VaultError::BadParameter(format!(
+                "count {count} is out of range: use 1 to 128."
+            )));
+        }
+        Ok(cmkvault_crypto::random_bytes(count)?)
+    }
+
+    // ---------------------------------------------------------------- upkeep
+
+    /// Purges deleted keys past their scheduled purge date and rotates keys whose rotation
+    /// policy is due. Returns (purged, rotated).
+    pub fn run_maintenance(&self) -> VaultResult<(usize, usize)> {
+        let now = self.clock.now();
+        let mut purged = 0;
+        for key in self.store.keys_due_for_purge(now)? {
+            let _g = self.lock()?;
+            self.store.key_purge(&key.vault, &key.name)?;
+            self.cache.invalidate(&key.vault, &key.name);
+            tracing::info!(vault = %key.vault, key = %key.name, "purged deleted key after its retention period");
+            purged += 1;
+        }
+        let mut rotated = 0;
+        for vault in self.store.vault_list()? {
+            let mut after: Option<String> = None;
+            loop {
+                let rows = self
+                    .store
+                    .key_list(&vault.name, false, after.as_deref(), 100)?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.name.to_lowercase());
+                for key in rows {
+                    let Some(policy) = key
+                        .rotation_policy
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str::<RotationPolicy>(p).ok())
+                    else {
+                        continue;
+                    };
+                    let Some(latest) = self.store.version_latest(&vault.name, &key.name)? else {
+                        continue;
+                    };
+                    let props = Self::parse_props(&latest.props)?;
+                    if policy.rotation_due(props.created, props.exp, now) {
+                        self.rotate_key(&vault.name, &key.name)?;
+                        tracing::info!(vault = %vault.name, key = %key.name, "rotated key by its rotation policy");
+                        rotated += 1;
+                    }
+                }
+            }
+        }
+        Ok((purged, rotated))
+    }
+}
+
+fn curve_bits(c: Curve) -> usize {
+    match c {
+        Curve::P256 | Curve::P256K => 256,
+        Curve::P384 => 384,
+        Curve::P521 => 521,
+    }
+}
+
+fn public_members(private: &PrivateKey) -> PublicMembers {
+    let jwk = private.public_jwk();
+    let enc = |b: Option<Vec<u8>>| b.map(|b| B64URL.encode(b));
+    PublicMembers {
+        n: enc(jwk.n),
+        e: enc(jwk.e),
+        crv: jwk.crv.map(|c| c.jwk_name().to_string()),
+        x: enc(jwk.x),
+        y: enc(jwk.y),
+    }
+}
