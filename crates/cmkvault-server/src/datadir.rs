@@ -109,6 +109,15 @@ pub fn open(path: &Path, root_key_b64: Option<&str>) -> Result<DataDir, ServerEr
     };
     let store = SqliteStore::open(&db_path)
         .map_err(|e| ServerError::Config(format!("{}: {e}", db_path.display())))?;
+    // The database holds only sealed material, but keep it private to the service user too.
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let f = path.join(format!("cmkvault.db{suffix}"));
+        if f.exists() {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| ServerError::io(&f, e))?;
+        }
+    }
     let service = VaultService::open(Arc::new(store), root, Clock::default())?;
     let tenant = service.meta_get_or_create("tenant-id", || {
         uuid::Uuid::new_v4().hyphenated().to_string().into_bytes()

@@ -344,7 +344,8 @@ mod tests {
                 .unwrap();
         assert_eq!(ok.lifetime_actions.len(), 2, "default notify added");
         assert_eq!(ok.expiry_seconds(), Some(90 * DAY));
-        let cases: &[(&[(&str, &str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (&[("Rotate", "P30D", "")], Some("P27D")), // expiry < 28 days
             (&[("Rotate", "P6D", "")], None),          // trigger < 7 days
             (&[("Rotate", "", "P30D")], None),         // before-expiry needs expiryTime

@@ -1,0 +1,235 @@
+//! Domain tests over a real (in-memory) SQLite store: sealing, lifecycle rules, cache coherence.
+
+use std::sync::Arc;
+
+use cmkvault_crypto::RootKey;
+use cmkvault_store::{SqliteStore, Store};
+use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, UpdateKey};
+use cmkvault_vault::rotation::{RotationPolicyInput, Trigger};
+use cmkvault_vault::{Clock, VaultError, VaultService};
+
+fn service_with(store: Arc<SqliteStore>, root: RootKey) -> VaultService {
+    let svc = VaultService::open(store, root, Clock::default()).unwrap();
+    svc.ensure_vault("default", 7).unwrap();
+    svc
+}
+
+fn service() -> (VaultService, Arc<SqliteStore>) {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    (
+        service_with(store.clone(), RootKey::generate().unwrap()),
+        store,
+    )
+}
+
+fn oct(svc: &VaultService, name: &str) -> String {
+    svc.create_key(
+        "default",
+        name,
+        CreateKey {
+            kty: "oct-HSM".into(),
+            key_size: Some(256),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .version
+}
+
+fn wrap(svc: &VaultService, name: &str, version: Option<&str>) -> Result<Vec<u8>, VaultError> {
+    let input = CryptoInput {
+        alg: "A256KW".into(),
+        value: vec![7u8; 32],
+        ..Default::default()
+    };
+    match svc.crypto("default", name, version, CryptoOp::WrapKey, &input)? {
+        CryptoOutput::Bytes { value, .. } => Ok(value.to_vec()),
+        CryptoOutput::Verified(_) => unreachable!(),
+    }
+}
+
+#[test]
+fn wrong_root_key_is_refused_at_open() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    service_with(store.clone(), RootKey::generate().unwrap());
+    let err = VaultService::open(store, RootKey::generate().unwrap(), Clock::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, VaultError::WrongRootKey));
+    assert!(err.to_string().contains("root key"));
+}
+
+#[test]
+fn sealed_material_is_bound_to_its_version() {
+    let (svc, store) = service();
+    let v1 = oct(&svc, "k");
+    let v2 = svc.rotate_key("default", "k").unwrap().version;
+    // Swap the sealed blobs of the two versions: each must now fail to open.
+    let a = store.version_get("default", "k", &v1).unwrap().unwrap();
+    let b = store.version_get("default", "k", &v2).unwrap().unwrap();
+    assert_ne!(a.sealed, b.sealed);
+    let fresh = service_with(
+        store.clone(),
+        RootKey::from_bytes(svc.root_key().as_bytes()).unwrap(),
+    );
+    drop(svc);
+    // Store v1 again, but carrying v2's sealed bytes.
+    store.key_purge("default", "k").unwrap();
+    let mut forged = a.clone();
+    forged.sealed = b.sealed.clone();
+    store
+        .key_restore(
+            &cmkvault_store::KeyRecord {
+                vault: "default".into(),
+                name: "k".into(),
+                deleted: None,
+                rotation_policy: None,
+            },
+            &[forged],
+        )
+        .unwrap();
+    let err = wrap(&fresh, "k", Some(&v1)).unwrap_err();
+    assert!(matches!(err, VaultError::Internal(_)), "{err:?}");
+}
+
+#[test]
+fn soft_delete_blocks_reuse_until_purged() {
+    let (svc, _) = service();
+    oct(&svc, "k");
+    svc.delete_key("default", "k").unwrap();
+    assert!(matches!(
+        svc.get_key("default", "k", None),
+        Err(VaultError::KeyNotFound(_))
+    ));
+    assert!(matches!(
+        svc.create_key(
+            "default",
+            "K",
+            CreateKey {
+                kty: "oct-HSM".into(),
+                ..Default::default()
+            }
+        ),
+        Err(VaultError::DeletedButRecoverable(_))
+    ));
+    svc.recover_key("default", "k").unwrap();
+    wrap(&svc, "k", None).unwrap();
+    svc.delete_key("default", "k").unwrap();
+    svc.purge_key("default", "k").unwrap();
+    oct(&svc, "k");
+}
+
+#[test]
+fn purge_protection_and_retention_are_one_way() {
+    let (svc, _) = service();
+    svc.create_vault("pp1", 7, false).unwrap();
+    svc.update_vault("pp1", Some(true), None).unwrap();
+    assert!(matches!(
+        svc.update_vault("pp1", Some(false), None),
+        Err(VaultError::SettingImmutable(_))
+    ));
+    assert!(matches!(
+        svc.update_vault("pp1", None, Some(30)),
+        Err(VaultError::SettingImmutable(_))
+    ));
+    svc.create_key(
+        "pp1",
+        "k",
+        CreateKey {
+            kty: "oct-HSM".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    svc.delete_key("pp1", "k").unwrap();
+    assert!(matches!(
+        svc.purge_key("pp1", "k"),
+        Err(VaultError::PurgeProtected)
+    ));
+    // The service still purges after the retention period.
+    svc.clock().advance(7 * 86_400);
+    assert_eq!(svc.run_maintenance().unwrap().0, 1);
+    assert!(matches!(
+        svc.get_deleted_key("pp1", "k"),
+        Err(VaultError::DeletedKeyNotFound(_))
+    ));
+}
+
+#[test]
+fn cache_sees_updates_and_rotation() {
+    let (svc, _) = service();
+    let v1 = oct(&svc, "k");
+    wrap(&svc, "k", None).unwrap(); // warms the cache
+    svc.update_key(
+        "default",
+        "k",
+        None,
+        UpdateKey {
+            key_ops: Some(vec!["unwrapKey".into()]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        wrap(&svc, "k", None),
+        Err(VaultError::KeyOperationForbidden("wrapKey"))
+    ));
+    let v2 = svc.rotate_key("default", "k").unwrap().version;
+    assert_ne!(v1, v2);
+    assert_eq!(svc.get_key("default", "k", None).unwrap().version, v2);
+    // Rotation copies the operations of the latest version.
+    assert!(wrap(&svc, "k", None).is_err());
+}
+
+#[test]
+fn rotation_policy_expiry_and_auto_rotation() {
+    let (svc, _) = service();
+    let v1 = oct(&svc, "k");
+    svc.set_rotation_policy(
+        "default",
+        "k",
+        RotationPolicyInput {
+            lifetime_actions: vec![(
+                Trigger {
+                    time_after_create: Some("P30D".into()),
+                    time_before_expiry: None,
+                },
+                "Rotate".into(),
+            )],
+            expiry_time: Some("P90D".into()),
+        },
+    )
+    .unwrap();
+    svc.clock().advance(29 * 86_400);
+    assert_eq!(svc.run_maintenance().unwrap().1, 0);
+    svc.clock().advance(86_400);
+    assert_eq!(svc.run_maintenance().unwrap().1, 1);
+    let latest = svc.get_key("default", "k", None).unwrap();
+    assert_ne!(latest.version, v1);
+    let exp = latest.props.exp.expect("expiryTime sets exp");
+    assert_eq!(exp - latest.props.created, 90 * 86_400);
+}
+
+#[test]
+fn backup_restores_all_versions_into_another_vault() {
+    let (svc, _) = service();
+    let v1 = oct(&svc, "k");
+    let v2 = svc.rotate_key("default", "k").unwrap().version;
+    let blob = svc.backup_key("default", "k").unwrap();
+    svc.create_vault("other", 7, false).unwrap();
+    svc.restore_key("other", &blob).unwrap();
+    let page = svc.list_versions("other", "k", None, None).unwrap();
+    let ids: Vec<_> = page.items.iter().map(|v| v.version.clone()).collect();
+    assert_eq!(ids, vec![v1, v2]);
+    assert!(matches!(
+        svc.restore_key("default", &blob),
+        Err(VaultError::RestoreConflict(_))
+    ));
+    let mut bad = blob.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        svc.restore_key("other", &bad),
+        Err(VaultError::BadParameter(_))
+    ));
+}
