@@ -6,8 +6,10 @@
 //! changes more than one row runs in one transaction, and a method returns only after its
 //! transaction is durable (WAL with `synchronous=FULL`), so a caller may acknowledge on return.
 
+mod audit;
 mod sqlite;
 
+pub use audit::{AuditFilter, AuditRow, SqliteAuditStore};
 pub use sqlite::SqliteStore;
 
 /// Errors from a store backend.
@@ -78,6 +80,62 @@ pub struct VersionRecord {
     pub sealed: Vec<u8>,
 }
 
+/// A principal: a service principal or managed identity that can get tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    /// Object id (GUID), the `oid` claim.
+    pub object_id: String,
+    /// Client (application) id (GUID), the `appid` claim and OAuth `client_id`.
+    pub client_id: String,
+    /// Display name, unique.
+    pub display_name: String,
+    /// Salted hash of the client secret (format owned by the vault crate).
+    pub secret_hash: Vec<u8>,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+}
+
+/// A custom role definition (built-in roles live in code).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDefinitionRecord {
+    /// Role id (GUID).
+    pub id: String,
+    /// Role name, unique.
+    pub name: String,
+    /// dataActions as a JSON array of strings.
+    pub data_actions: String,
+    /// notDataActions as a JSON array of strings.
+    pub not_data_actions: String,
+}
+
+/// A role assignment: a principal holds a role at a scope of a vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignmentRecord {
+    /// Assignment id (GUID).
+    pub id: String,
+    /// Vault name.
+    pub vault: String,
+    /// `/` for the whole vault or `/keys/<name>` (lower case) for one key.
+    pub scope: String,
+    /// Principal object id.
+    pub principal_id: String,
+    /// Role definition id.
+    pub role_id: String,
+    /// Creation time.
+    pub created: i64,
+}
+
+/// A legacy access policy: key permissions of one principal on one vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessPolicyRecord {
+    /// Vault name.
+    pub vault: String,
+    /// Principal object id.
+    pub principal_id: String,
+    /// Key permissions as a JSON array of strings (`get`, `wrapKey`, ...).
+    pub key_permissions: String,
+}
+
 /// The persistence interface every backend implements.
 ///
 /// Names of vaults and keys are matched case-insensitively. Methods are synchronous; async
@@ -145,4 +203,40 @@ pub trait Store: Send + Sync {
     /// Restores a whole key (row and versions, seq kept) in one transaction; `Conflict` if the
     /// name exists in any state.
     fn key_restore(&self, key: &KeyRecord, versions: &[VersionRecord]) -> StoreResult<()>;
+
+    /// Creates a principal; `Conflict` if the display name or ids are taken.
+    fn principal_create(&self, p: &PrincipalRecord) -> StoreResult<()>;
+    /// Reads a principal by object id, client id or display name.
+    fn principal_find(&self, id_or_name: &str) -> StoreResult<Option<PrincipalRecord>>;
+    /// Lists principals by display name.
+    fn principal_list(&self) -> StoreResult<Vec<PrincipalRecord>>;
+    /// Replaces a principal's secret hash; `NotFound` if absent.
+    fn principal_set_secret(&self, object_id: &str, secret_hash: &[u8]) -> StoreResult<()>;
+    /// Deletes a principal with its role assignments and access policies; `NotFound` if absent.
+    fn principal_delete(&self, object_id: &str) -> StoreResult<()>;
+
+    /// Creates a custom role; `Conflict` if the name or id is taken.
+    fn role_definition_create(&self, r: &RoleDefinitionRecord) -> StoreResult<()>;
+    /// Lists custom roles.
+    fn role_definition_list(&self) -> StoreResult<Vec<RoleDefinitionRecord>>;
+    /// Deletes a custom role and its assignments; `NotFound` if absent.
+    fn role_definition_delete(&self, id: &str) -> StoreResult<()>;
+
+    /// Creates a role assignment; `Conflict` if the same (vault, scope, principal, role) exists.
+    fn assignment_create(&self, a: &RoleAssignmentRecord) -> StoreResult<()>;
+    /// Lists assignments, optionally of one vault and/or one principal.
+    fn assignment_list(
+        &self,
+        vault: Option<&str>,
+        principal_id: Option<&str>,
+    ) -> StoreResult<Vec<RoleAssignmentRecord>>;
+    /// Deletes an assignment by id; `NotFound` if absent.
+    fn assignment_delete(&self, id: &str) -> StoreResult<()>;
+
+    /// Sets (replaces) a principal's access policy on a vault.
+    fn access_policy_set(&self, p: &AccessPolicyRecord) -> StoreResult<()>;
+    /// Lists access policies of a vault.
+    fn access_policy_list(&self, vault: &str) -> StoreResult<Vec<AccessPolicyRecord>>;
+    /// Removes a principal's access policy on a vault; `NotFound` if absent.
+    fn access_policy_delete(&self, vault: &str, principal_id: &str) -> StoreResult<()>;
 }

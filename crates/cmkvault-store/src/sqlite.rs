@@ -5,7 +5,10 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::{KeyRecord, Store, StoreError, StoreResult, VaultRecord, VersionRecord};
+use crate::{
+    AccessPolicyRecord, KeyRecord, PrincipalRecord, RoleAssignmentRecord, RoleDefinitionRecord,
+    Store, StoreError, StoreResult, VaultRecord, VersionRecord,
+};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -39,6 +42,34 @@ CREATE TABLE IF NOT EXISTS key_versions (
     sealed BLOB NOT NULL,
     PRIMARY KEY (vault, name_lc, version),
     UNIQUE (vault, name_lc, seq)
+);
+CREATE TABLE IF NOT EXISTS principals (
+    object_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    secret_hash BLOB NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS role_definitions (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    data_actions TEXT NOT NULL,
+    not_data_actions TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS role_assignments (
+    id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    principal_id TEXT NOT NULL,
+    role_id TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    UNIQUE (vault, scope, principal_id, role_id)
+);
+CREATE TABLE IF NOT EXISTS access_policies (
+    vault TEXT NOT NULL,
+    principal_id TEXT NOT NULL,
+    key_permissions TEXT NOT NULL,
+    PRIMARY KEY (vault, principal_id)
 );
 "#;
 
@@ -111,6 +142,39 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRecord> {
         props: r.get(3)?,
         sealed: r.get(4)?,
     })
+}
+
+fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PrincipalRecord> {
+    Ok(PrincipalRecord {
+        object_id: r.get(0)?,
+        client_id: r.get(1)?,
+        display_name: r.get(2)?,
+        secret_hash: r.get(3)?,
+        created: r.get(4)?,
+    })
+}
+
+fn assignment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoleAssignmentRecord> {
+    Ok(RoleAssignmentRecord {
+        id: r.get(0)?,
+        vault: r.get(1)?,
+        scope: r.get(2)?,
+        principal_id: r.get(3)?,
+        role_id: r.get(4)?,
+        created: r.get(5)?,
+    })
+}
+
+/// Maps a uniqueness violation to `Conflict`.
+fn conflict_on_unique(e: rusqlite::Error, what: &str) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(what.to_string())
+        }
+        e => e.into(),
+    }
 }
 
 const KEY_COLS: &str = "vault, name, deleted_date, scheduled_purge, rotation_policy";
@@ -411,6 +475,203 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
+    fn principal_create(&self, p: &PrincipalRecord) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO principals (object_id, client_id, display_name, secret_hash, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    p.object_id,
+                    p.client_id,
+                    p.display_name,
+                    p.secret_hash,
+                    p.created
+                ],
+            )
+            .map_err(|e| conflict_on_unique(e, &format!("principal {}", p.display_name)))?;
+            Ok(())
+        })
+    }
+
+    fn principal_find(&self, id_or_name: &str) -> StoreResult<Option<PrincipalRecord>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT object_id, client_id, display_name, secret_hash, created FROM principals
+                 WHERE object_id = lower(?1) OR client_id = lower(?1) OR display_name = ?1",
+                [id_or_name],
+                principal_from_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn principal_list(&self) -> StoreResult<Vec<PrincipalRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT object_id, client_id, display_name, secret_hash, created FROM principals
+                 ORDER BY display_name",
+            )?;
+            let rows = st.query_map([], principal_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn principal_set_secret(&self, object_id: &str, secret_hash: &[u8]) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE principals SET secret_hash = ?2 WHERE object_id = ?1",
+                params![object_id, secret_hash],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("principal {object_id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn principal_delete(&self, object_id: &str) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM role_assignments WHERE principal_id = ?1",
+                [object_id],
+            )?;
+            tx.execute(
+                "DELETE FROM access_policies WHERE principal_id = ?1",
+                [object_id],
+            )?;
+            let n = tx.execute("DELETE FROM principals WHERE object_id = ?1", [object_id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("principal {object_id}")));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn role_definition_create(&self, r: &RoleDefinitionRecord) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO role_definitions (id, name, data_actions, not_data_actions)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![r.id, r.name, r.data_actions, r.not_data_actions],
+            )
+            .map_err(|e| conflict_on_unique(e, &format!("role {}", r.name)))?;
+            Ok(())
+        })
+    }
+
+    fn role_definition_list(&self) -> StoreResult<Vec<RoleDefinitionRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, name, data_actions, not_data_actions FROM role_definitions ORDER BY name",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(RoleDefinitionRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    data_actions: r.get(2)?,
+                    not_data_actions: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn role_definition_delete(&self, id: &str) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM role_assignments WHERE role_id = ?1", [id])?;
+            let n = tx.execute("DELETE FROM role_definitions WHERE id = ?1", [id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("role {id}")));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn assignment_create(&self, a: &RoleAssignmentRecord) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO role_assignments (id, vault, scope, principal_id, role_id, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![a.id, a.vault, a.scope, a.principal_id, a.role_id, a.created],
+            )
+            .map_err(|e| conflict_on_unique(e, "role assignment"))?;
+            Ok(())
+        })
+    }
+
+    fn assignment_list(
+        &self,
+        vault: Option<&str>,
+        principal_id: Option<&str>,
+    ) -> StoreResult<Vec<RoleAssignmentRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, vault, scope, principal_id, role_id, created FROM role_assignments
+                 WHERE (?1 IS NULL OR vault = ?1) AND (?2 IS NULL OR principal_id = ?2)
+                 ORDER BY vault, scope, created",
+            )?;
+            let rows = st.query_map(params![vault, principal_id], assignment_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn assignment_delete(&self, id: &str) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute("DELETE FROM role_assignments WHERE id = ?1", [id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("role assignment {id}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn access_policy_set(&self, p: &AccessPolicyRecord) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO access_policies (vault, principal_id, key_permissions) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (vault, principal_id) DO UPDATE SET key_permissions = excluded.key_permissions",
+                params![p.vault, p.principal_id, p.key_permissions],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn access_policy_list(&self, vault: &str) -> StoreResult<Vec<AccessPolicyRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT vault, principal_id, key_permissions FROM access_policies WHERE vault = ?1
+                 ORDER BY principal_id",
+            )?;
+            let rows = st.query_map([vault], |r| {
+                Ok(AccessPolicyRecord {
+                    vault: r.get(0)?,
+                    principal_id: r.get(1)?,
+                    key_permissions: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn access_policy_delete(&self, vault: &str, principal_id: &str) -> StoreResult<()> {
+        self.with(|c| {
+            let n = c.execute(
+                "DELETE FROM access_policies WHERE vault = ?1 AND principal_id = ?2",
+                params![vault, principal_id],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "access policy of {principal_id}"
+                )));
+            }
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -508,5 +769,52 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         assert!(s.version_get("v", "k", "a").unwrap().is_some());
         assert_eq!(s.meta_get("m").unwrap().unwrap(), b"1");
+    }
+
+    #[test]
+    fn principals_assignments_and_policies() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        let p = PrincipalRecord {
+            object_id: "oid1".into(),
+            client_id: "cid1".into(),
+            display_name: "svc-a".into(),
+            secret_hash: vec![1],
+            created: 1,
+        };
+        s.principal_create(&p).unwrap();
+        let mut dup = p.clone();
+        dup.object_id = "oid2".into();
+        dup.client_id = "cid2".into();
+        assert!(matches!(
+            s.principal_create(&dup),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.principal_find("cid1").unwrap().unwrap(), p);
+        assert_eq!(s.principal_find("SVC-A").unwrap().unwrap(), p);
+        let a = RoleAssignmentRecord {
+            id: "a1".into(),
+            vault: "v".into(),
+            scope: "/keys/k".into(),
+            principal_id: "oid1".into(),
+            role_id: "r".into(),
+            created: 1,
+        };
+        s.assignment_create(&a).unwrap();
+        let mut again = a.clone();
+        again.id = "a2".into();
+        assert!(matches!(
+            s.assignment_create(&again),
+            Err(StoreError::Conflict(_))
+        ));
+        s.access_policy_set(&AccessPolicyRecord {
+            vault: "v".into(),
+            principal_id: "oid1".into(),
+            key_permissions: "[\"get\"]".into(),
+        })
+        .unwrap();
+        assert_eq!(s.assignment_list(Some("v"), None).unwrap(), vec![a]);
+        s.principal_delete("oid1").unwrap();
+        assert!(s.assignment_list(None, Some("oid1")).unwrap().is_empty());
+        assert!(s.access_policy_list("v").unwrap().is_empty());
     }
 }

@@ -1,0 +1,247 @@
+//! The audit log's own SQLite file (`DIR/audit.db`): append-only rows written in batches.
+//!
+//! It lives apart from the key database so the audit writer's group commits never wait on key
+//! writes and vice versa. Rows are opaque here: the vault crate computes the hash chain and
+//! signs checkpoints; this module only stores, reads and prunes them.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{StoreError, StoreResult};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    vault TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    result TEXT NOT NULL,
+    record TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time_ms);
+CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, seq);
+"#;
+
+/// One stored audit row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the chain, 1-based, gap-free (until pruning removes a prefix).
+    pub seq: i64,
+    /// Event time, Unix milliseconds.
+    pub time_ms: i64,
+    /// `event` or `checkpoint`.
+    pub kind: String,
+    /// Vault name (empty for server-wide events).
+    pub vault: String,
+    /// Caller object id (empty when unauthenticated).
+    pub principal: String,
+    /// operationName (`KeyUnwrap`, ...).
+    pub operation: String,
+    /// resultSignature (`OK`, `Forbidden`, ...).
+    pub result: String,
+    /// The full record as JSON.
+    pub record: String,
+    /// Hash of the previous row (hex), all zeros for the first.
+    pub prev_hash: String,
+    /// Hash of this row (hex).
+    pub hash: String,
+}
+
+/// Which rows a query returns.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Only rows after this sequence number.
+    pub after_seq: Option<i64>,
+    /// Only rows at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only this caller object id.
+    pub principal: Option<String>,
+    /// Only this operationName (case-insensitive).
+    pub operation: Option<String>,
+    /// Only this resultSignature (case-insensitive).
+    pub result: Option<String>,
+    /// At most this many rows.
+    pub limit: Option<usize>,
+}
+
+/// The audit database.
+pub struct SqliteAuditStore {
+    conn: Mutex<Connection>,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get(0)?,
+        time_ms: r.get(1)?,
+        kind: r.get(2)?,
+        vault: r.get(3)?,
+        principal: r.get(4)?,
+        operation: r.get(5)?,
+        result: r.get(6)?,
+        record: r.get(7)?,
+        prev_hash: r.get(8)?,
+        hash: r.get(9)?,
+    })
+}
+
+const COLS: &str =
+    "seq, time_ms, kind, vault, principal, operation, result, record, prev_hash, hash";
+
+impl SqliteAuditStore {
+    /// Opens (creating) the audit database; writes wait at most `busy_timeout` for a lock
+    /// before failing.
+    pub fn open(path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(busy_timeout)?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteAuditStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Database("audit connection lock poisoned".into()))?;
+        f(&mut conn)
+    }
+
+    /// Appends rows in one transaction (one fsync); all or nothing.
+    pub fn append(&self, rows: &[AuditRow]) -> StoreResult<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut st = tx.prepare_cached(&format!(
+                    "INSERT INTO audit ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))?;
+                for r in rows {
+                    st.execute(params![
+                        r.seq,
+                        r.time_ms,
+                        r.kind,
+                        r.vault,
+                        r.principal,
+                        r.operation,
+                        r.result,
+                        r.record,
+                        r.prev_hash,
+                        r.hash
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The last row (the chain head).
+    pub fn last(&self) -> StoreResult<Option<AuditRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {COLS} FROM audit ORDER BY seq DESC LIMIT 1"),
+                [],
+                row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// The last checkpoint row.
+    pub fn last_checkpoint(&self) -> StoreResult<Option<AuditRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {COLS} FROM audit WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+                ),
+                [],
+                row,
+            )
+            .optional()?)
+        })
+    }
+
+    /// Rows matching a filter, in sequence order.
+    pub fn query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {COLS} FROM audit
+                 WHERE seq > ?1 AND time_ms >= ?2
+                   AND (?3 IS NULL OR principal = lower(?3))
+                   AND (?4 IS NULL OR lower(operation) = lower(?4))
+                   AND (?5 IS NULL OR lower(result) = lower(?5))
+                 ORDER BY seq LIMIT ?6"
+            ))?;
+            let limit = f.limit.map(|l| l as i64).unwrap_or(i64::MAX);
+            let rows = st.query_map(
+                params![
+                    f.after_seq.unwrap_or(0),
+                    f.since_ms.unwrap_or(i64::MIN),
+                    f.principal,
+                    f.operation,
+                    f.result,
+                    limit
+                ],
+                row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Deletes every row with `seq <= through`; returns how many went.
+    pub fn prune_through(&self, through: i64) -> StoreResult<usize> {
+        self.with(|c| Ok(c.execute("DELETE FROM audit WHERE seq <= ?1", [through])?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(seq: i64, op: &str) -> AuditRow {
+        AuditRow {
+            seq,
+            time_ms: seq * 1000,
+            kind: "event".into(),
+            vault: "v".into(),
+            principal: "p1".into(),
+            operation: op.into(),
+            result: "OK".into(),
+            record: "{}".into(),
+            prev_hash: "0".into(),
+            hash: format!("h{seq}"),
+        }
+    }
+
+    #[test]
+    fn append_query_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteAuditStore::open(&dir.path().join("a.db"), Duration::from_secs(1)).unwrap();
+        s.append(&[r(1, "KeyGet"), r(2, "KeyUnwrap"), r(3, "KeyUnwrap")])
+            .unwrap();
+        // A duplicate sequence number fails the whole batch.
+        assert!(s.append(&[r(4, "KeyGet"), r(3, "KeyGet")]).is_err());
+        assert_eq!(s.last().unwrap().unwrap().seq, 3);
+        let f = AuditFilter {
+            operation: Some("keyunwrap".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.query(&f).unwrap().len(), 2);
+        let f = AuditFilter {
+            since_ms: Some(2500),
+            ..Default::default()
+        };
+        assert_eq!(s.query(&f).unwrap().len(), 1);
+        assert_eq!(s.prune_through(2).unwrap(), 2);
+        assert_eq!(s.query(&AuditFilter::default()).unwrap()[0].seq, 3);
+    }
+}
