@@ -55,13 +55,15 @@ mod kw;
 mod oct;
 mod root;
 mod rsa;
+mod secret;
 mod token;
 mod types;
 
 pub use error::CryptoError;
 pub use key::PrivateKey;
 pub use root::{RootKey, ROOT_KEY_LEN};
-pub use token::TokenSigningKey;
+pub use secret::{generate_client_secret, hash_secret, verify_secret};
+pub use token::{verify_es256, TokenSigningKey};
 pub use types::{CipherOutput, CipherRequest, Curve, JwkPrivate, KeyFamily, PublicJwk};
 pub use zeroize::Zeroizing;
 

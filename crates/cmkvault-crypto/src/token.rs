@@ -83,3 +83,35 @@ impl TokenSigningKey {
         self.public.clone()
     }
 }
+
+/// Checks an ES256 signature (r||s) over `msg` with a public P-256 JWK (crv, x, y); false for
+/// any other key or a malformed one. Lets an auditor verify signed checkpoints without the
+/// private key.
+pub fn verify_es256(public: &PublicJwk, msg: &[u8], sig: &[u8]) -> bool {
+    let (Some(Curve::P256), Some(x), Some(y)) = (public.crv, &public.x, &public.y) else {
+        return false;
+    };
+    let mut point = Vec::with_capacity(1 + x.len() + y.len());
+    point.push(0x04);
+    point.extend_from_slice(x);
+    point.extend_from_slice(y);
+    ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+        .map(|k| k.verify_sig(msg, sig).is_ok())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+
+    #[test]
+    fn public_jwk_verifies_signatures() {
+        let k = TokenSigningKey::generate().unwrap();
+        let sig = k.sign(b"head").unwrap();
+        assert!(verify_es256(&k.public_jwk(), b"head", &sig));
+        assert!(!verify_es256(&k.public_jwk(), b"tail", &sig));
+        let other = TokenSigningKey::generate().unwrap();
+        assert!(!verify_es256(&other.public_jwk(), b"head", &sig));
+        assert!(!verify_es256(&PublicJwk::default(), b"head", &sig));
+    }
+}

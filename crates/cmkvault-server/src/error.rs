@@ -47,7 +47,10 @@ impl From<VaultError> for ApiError {
         let msg = e.to_string();
         match e {
             VaultError::VaultNotFound(_) => ApiError::new(S::NOT_FOUND, "VaultNotFound", msg),
-            VaultError::VaultExists(_) => ApiError::new(S::CONFLICT, "Conflict", msg),
+            VaultError::VaultExists(_) | VaultError::Conflict(_) => {
+                ApiError::new(S::CONFLICT, "Conflict", msg)
+            }
+            VaultError::NotFound(_) => ApiError::new(S::NOT_FOUND, "NotFound", msg),
             VaultError::KeyNotFound(_) | VaultError::DeletedKeyNotFound(_) => {
                 ApiError::new(S::NOT_FOUND, "KeyNotFound", msg)
             }

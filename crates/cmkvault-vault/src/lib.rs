@@ -7,6 +7,9 @@
 //! renders what comes back. Calls are synchronous (they may do RSA work or fsync): run them on a
 //! blocking pool from async code.
 
+pub mod access;
+pub mod audit;
+pub mod authz;
 mod backup;
 mod cache;
 pub mod model;
@@ -61,6 +64,12 @@ pub enum VaultError {
     /// `exp` is in the past (blocks encrypt, wrapKey and sign only).
     #[error("Operation {0} is not allowed: the key has expired (exp).")]
     KeyExpired(&'static str),
+    /// A principal, role or assignment does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A principal, role or assignment already exists.
+    #[error("{0}")]
+    Conflict(String),
     /// Malformed or invalid input.
     #[error("{0}")]
     BadParameter(String),

@@ -66,10 +66,12 @@ impl VaultSettings {
 
 /// The vault service. Cheap to share behind an `Arc`.
 pub struct VaultService {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     root: RootKey,
     clock: Clock,
     cache: KeyCache,
+    /// Principals, roles, assignments, access policies and vault settings, as one snapshot.
+    pub(crate) access: crate::access::AccessCache,
     /// Serialises changes (check-then-write sequences such as "create unless soft-deleted").
     write_lock: Mutex<()>,
 }
@@ -124,6 +126,7 @@ impl VaultService {
             root,
             clock,
             cache: KeyCache::default(),
+            access: Default::default(),
             write_lock: Mutex::new(()),
         })
     }
@@ -138,7 +141,7 @@ impl VaultService {
         &self.root
     }
 
-    fn lock(&self) -> VaultResult<MutexGuard<'_, ()>> {
+    pub(crate) fn lock(&self) -> VaultResult<MutexGuard<'_, ()>> {
         self.write_lock
             .lock()
             .map_err(|_| VaultError::Internal("write lock poisoned".into()))
@@ -200,10 +203,12 @@ impl VaultService {
             created: now,
             updated: now,
         };
-        match self.store.vault_create(&rec) {
+        let result = match self.store.vault_create(&rec) {
             Err(StoreError::Conflict(_)) => Err(VaultError::VaultExists(rec.name)),
             r => r.map(|_| rec.into()).map_err(Into::into),
-        }
+        };
+        self.access.invalidate();
+        result
     }
 
     /// Creates a vault unless it exists; returns its settings.
@@ -216,9 +221,10 @@ impl VaultService {
 
     /// A vault's settings.
     pub fn vault(&self, name: &str) -> VaultResult<VaultSettings> {
-        self.store
-            .vault_get(name)?
-            .map(Into::into)
+        self.access_snapshot()?
+            .vaults
+            .get(&name.to_lowercase())
+            .cloned()
             .ok_or_else(|| VaultError::VaultNotFound(name.to_string()))
     }
 
@@ -264,6 +270,7 @@ impl VaultService {
         }
         rec.updated = self.clock.now();
         self.store.vault_update(&rec)?;
+        self.access.invalidate();
         Ok(rec.into())
     }
 
