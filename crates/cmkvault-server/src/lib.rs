@@ -106,6 +106,7 @@ pub struct RunningServer {
     pub tokens: Arc<TokenAuthority>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    maintenance: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -113,13 +114,17 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
         let _ = self.task.await;
+        self.maintenance.abort();
     }
 
     /// Waits until the server stops (it stops on an I/O error or after `shutdown`).
     pub async fn wait(self) -> std::io::Result<()> {
-        self.task
+        let result = self
+            .task
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        self.maintenance.abort();
+        result
     }
 
     /// A handle that can stop the server from elsewhere (signal handlers).
@@ -168,7 +173,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
 
     let service = data.service.clone();
     let interval = opts.maintenance_interval;
-    tokio::spawn(async move {
+    let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -190,5 +195,6 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         tokens: data.tokens.clone(),
         handle,
         task,
+        maintenance,
     })
 }

@@ -165,8 +165,8 @@ impl RotationPolicy {
     /// Rules: `expiryTime` at least 28 days; each trigger names exactly one of
     /// `timeAfterCreate`/`timeBeforeExpiry`, at least 7 days; a before-expiry trigger needs
     /// `expiryTime` and must leave 7 days after creation; an after-create trigger must fire at
-    /// least 7 days before expiry; at most one action of each type. An empty list resets to
-    /// the default; a policy without Notify gets the default Notify.
+    /// least 7 days before expiry; at most one action of each type. A policy without Notify
+    /// (including an empty one) gets the default Notify; `expiryTime` is kept as given.
     pub fn from_input(
         input: RotationPolicyInput,
         previous_created: Option<i64>,
@@ -246,12 +246,8 @@ impl RotationPolicy {
             }
             actions.push(LifetimeAction { trigger, action });
         }
-        if actions.is_empty() {
-            let mut p = RotationPolicy::default_policy();
-            p.created = Some(previous_created.unwrap_or(now));
-            p.updated = Some(now);
-            return Ok(p);
-        }
+        // An empty list resets the actions to the default (one Notify); a given expiryTime
+        // is kept, so `KeyRotationPolicy(expires_in="P90D")` alone does what it says.
         if !actions.iter().any(|a| a.action == ActionType::Notify) {
             actions.push(default_notify());
         }
