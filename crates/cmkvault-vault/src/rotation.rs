@@ -276,12 +276,12 @@ impl RotationPolicy {
             .any(|a| {
                 if let Some(after) = &a.trigger.time_after_create {
                     if let Ok(d) = IsoDuration::parse(after) {
-                        return now >= created + d.seconds();
+                        return now >= created.saturating_add(d.seconds());
                     }
                 }
                 if let (Some(before), Some(exp)) = (&a.trigger.time_before_expiry, exp) {
                     if let Ok(d) = IsoDuration::parse(before) {
-                        return now >= exp - d.seconds();
+                        return now >= exp.saturating_sub(d.seconds());
                     }
                 }
                 false

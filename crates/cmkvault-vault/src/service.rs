@@ -142,9 +142,12 @@ impl VaultService {
     }
 
     pub(crate) fn lock(&self) -> VaultResult<MutexGuard<'_, ()>> {
-        self.write_lock
+        // The lock guards no data of its own (the store's transactions do), so a panic in an
+        // earlier holder leaves nothing half-done here: recover instead of failing every write.
+        Ok(self
+            .write_lock
             .lock()
-            .map_err(|_| VaultError::Internal("write lock poisoned".into()))
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// A plain metadata value, created by `make` on first use.
@@ -436,7 +439,7 @@ impl VaultService {
             .and_then(|p| serde_json::from_str::<RotationPolicy>(p).ok());
         if props.exp.is_none() {
             if let Some(secs) = policy.as_ref().and_then(|p| p.expiry_seconds()) {
-                props.exp = Some(now + secs);
+                props.exp = Some(now.saturating_add(secs));
             }
         }
         let version = new_version_id();
