@@ -8,6 +8,8 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cmkvault_vault::audit::AuditEvent;
+use cmkvault_vault::authz::{Denial, Operation};
 use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey};
 use cmkvault_vault::tokens::Claims;
 use cmkvault_vault::VaultResult;
@@ -108,7 +110,8 @@ fn unauthorized(state: &AppState, host: &str, message: &str) -> Response {
     resp
 }
 
-/// Verifies the bearer token; `Err` is the ready 401 response.
+/// Verifies the bearer token and that its principal still exists; `Err` is the ready 401
+/// response.
 pub(crate) fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
@@ -129,14 +132,26 @@ pub(crate) fn authenticate(
         )));
     };
     let now = state.service.clock().now();
-    state.tokens.verify(token, now).map_err(|e| {
+    let claims = state.tokens.verify(token, now).map_err(|e| {
         tracing::warn!(host, reason = %e, "rejected bearer token");
         Box::new(unauthorized(
             state,
             host,
             &format!("AKV10022: Invalid token: {e}."),
         ))
-    })
+    })?;
+    match state.service.principal_exists(&claims.oid) {
+        Ok(true) => Ok(claims),
+        Ok(false) => {
+            tracing::warn!(host, oid = %claims.oid, "token of a deleted principal");
+            Err(Box::new(unauthorized(
+                state,
+                host,
+                "AKV10032: Invalid token: the principal no longer exists.",
+            )))
+        }
+        Err(e) => Err(Box::new(ApiError::from(e).into_response())),
+    }
 }
 
 /// Which vault a host name addresses.
@@ -206,13 +221,87 @@ fn ok_json(v: Value) -> Response {
     resp
 }
 
-/// Entry point for every request.
+/// What the pipeline learnt about a request, for its audit record.
+#[derive(Default)]
+pub(crate) struct AuditInfo {
+    /// Vault (empty when none was resolved).
+    pub vault: String,
+    /// operationName.
+    pub operation: String,
+    /// api-version.
+    pub api_version: String,
+    /// Caller.
+    pub claims: Option<Claims>,
+    /// Key id touched.
+    pub key_id: Option<String>,
+    /// Short reason on failure (error code), never a secret.
+    pub description: String,
+    /// For access-policy vaults: whether the policy allowed it.
+    pub access_policy_match: Option<bool>,
+}
+
+fn header_text(req: &Request, name: impl header::AsHeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
+}
+
+/// Entry point for every request: run it, record it in the audit log (fail-closed), answer.
 pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
+    let time_ms = now_ms();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let client_request_id = req.headers().get("x-ms-client-request-id").cloned();
-    let mut resp = dispatch(state, req).await;
+    let correlation_id = header_text(&req, "x-ms-client-request-id")
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let caller_ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let client_info = header_text(&req, header::USER_AGENT);
+    let request_uri = format!(
+        "https://{}{}",
+        request_host(&req).unwrap_or_default(),
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let (mut resp, info) = dispatch(state.clone(), req).await;
+    if let Some(audit) = &state.audit {
+        let status = resp.status();
+        let event = AuditEvent {
+            time_ms,
+            vault: info.vault,
+            operation: info.operation,
+            api_version: info.api_version,
+            status: status.as_u16(),
+            result_signature: result_signature(status).to_string(),
+            result_description: info.description,
+            duration_ms: started.elapsed().as_millis() as u64,
+            caller_ip,
+            oid: info.claims.as_ref().map(|c| c.oid.clone()),
+            appid: info.claims.as_ref().map(|c| c.appid.clone()),
+            request_uri,
+            key_id: info.key_id,
+            correlation_id,
+            client_info,
+            access_policy_match: info.access_policy_match,
+        };
+        if let Err(e) = audit.record(&event).await {
+            // Fail closed: nothing is acknowledged without a durable audit record.
+            tracing::error!(%method, %path, "request refused: {e}");
+            resp = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The request could not be recorded in the audit log, so it was not acknowledged. Try again later.",
+            )
+            .into_response();
+        }
+    }
     let headers = resp.headers_mut();
     headers.insert(
         "x-ms-keyvault-service-version",
@@ -229,19 +318,100 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
     resp
 }
 
-async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
-    let Some(host) = request_host(&req) else {
-        return ApiError::bad("The request has no Host header.").into_response();
-    };
-    if req.uri().path().starts_with("/management/") || req.uri().path() == "/management" {
-        return crate::management::handle(state, req, host).await;
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Azure's `resultSignature` for a status.
+fn result_signature(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "OK",
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        413 => "RequestEntityTooLarge",
+        429 => "TooManyRequests",
+        501 => "NotImplemented",
+        503 => "ServiceUnavailable",
+        _ => "InternalServerError",
     }
+}
+
+fn error_code(resp: &Response) -> String {
+    if resp.status().is_success() {
+        String::new()
+    } else {
+        resp.status()
+            .canonical_reason()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
+    let mut info = AuditInfo {
+        operation: "Unknown".into(),
+        ..Default::default()
+    };
+    let Some(host) = request_host(&req) else {
+        return (
+            ApiError::bad("The request has no Host header.").into_response(),
+            info,
+        );
+    };
+    let path = req.uri().path().to_string();
+    if crate::oauth::is_oauth_path(&path) {
+        let out = crate::oauth::handle(state.clone(), req, &host).await;
+        info.operation = out.operation.to_string();
+        info.description = out.reason;
+        info.claims = out.oid.map(|oid| Claims {
+            oid: oid.clone(),
+            sub: oid,
+            appid: out.appid.unwrap_or_default(),
+            iss: String::new(),
+            tid: state.tokens.tenant_id().to_string(),
+            aud: String::new(),
+            iat: 0,
+            nbf: 0,
+            exp: 0,
+        });
+        return (out.response, info);
+    }
+    let is_management = path == "/management" || path.starts_with("/management/");
+    info.vault = if is_management {
+        String::new()
+    } else {
+        vault_for_host(&state, &host).unwrap_or_default()
+    };
     // Authenticate before anything else, and before reading the body: the SDKs' first request
     // is an unauthenticated probe with an empty body that must get the challenge.
     let claims = match authenticate(&state, req.headers(), &host) {
         Ok(c) => c,
-        Err(resp) => return *resp,
+        Err(resp) => {
+            info.operation = "Authentication".into();
+            info.description = "Unauthorized".into();
+            return (*resp, info);
+        }
     };
+    info.claims = Some(claims.clone());
+    if is_management {
+        let (resp, op) = crate::management::handle(state, req, host, claims).await;
+        info.operation = op.to_string();
+        info.description = error_code(&resp);
+        return (resp, info);
+    }
+    let route = match resolve(req.method(), &path) {
+        Ok(r) => r,
+        Err(e) => return (e.into_response(), info),
+    };
+    let op = route.operation();
+    info.operation = op.name().to_string();
     let query = parse_query(req.uri().query());
     let api_version = query
         .iter()
@@ -250,23 +420,72 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
     let api_version = match api_version {
         Some(v) if API_VERSIONS.contains(&v.as_str()) => v,
         Some(v) => {
-            return ApiError::bad(format!(
-                "The specified version ({v}) is not recognized. Consider using the latest supported version ({LATEST_API_VERSION})."
-            ))
-            .into_response()
+            info.description = "BadParameter".into();
+            return (
+                ApiError::bad(format!(
+                    "The specified version ({v}) is not recognized. Consider using the latest supported version ({LATEST_API_VERSION})."
+                ))
+                .into_response(),
+                info,
+            );
         }
         None => {
-            return ApiError::bad("The api-version query parameter is missing.").into_response()
+            info.description = "BadParameter".into();
+            return (
+                ApiError::bad("The api-version query parameter is missing.").into_response(),
+                info,
+            );
         }
     };
+    info.api_version = api_version.clone();
     let vault = match vault_for_host(&state, &host) {
         Ok(v) => v,
-        Err(e) => return e.into_response(),
+        Err(e) => return (e.into_response(), info),
     };
     let base = match &state.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => format!("https://{host}"),
     };
+    let key = route.key();
+    info.key_id = key.map(|(name, version)| match version {
+        Some(v) => format!("{base}/keys/{name}/{v}"),
+        None => format!("{base}/keys/{name}"),
+    });
+    // Authorise (deny by default) before touching the key.
+    match state
+        .service
+        .authorize(&claims.oid, &vault, op, key.map(|k| k.0))
+    {
+        Ok(Ok(())) => {
+            if !matches!(state.service.vault(&vault), Ok(v) if v.rbac_authorization) {
+                info.access_policy_match = Some(true);
+            }
+        }
+        Ok(Err(denial)) => {
+            let (resp, action) = forbidden(&state, &claims, &vault, op, key.map(|k| k.0), &denial);
+            if matches!(denial, Denial::Policy) {
+                info.access_policy_match = Some(false);
+            }
+            info.description = match denial {
+                Denial::Rbac => "ForbiddenByRbac".into(),
+                Denial::Policy => "ForbiddenByPolicy".into(),
+            };
+            state.alerts.record(crate::alerts::Denial {
+                principal: claims.oid.clone(),
+                appid: claims.appid.clone(),
+                vault: vault.clone(),
+                key: key.map(|k| k.0.to_string()),
+                action,
+            });
+            info.vault = vault;
+            return (resp, info);
+        }
+        Err(e) => {
+            info.vault = vault;
+            return (ApiError::from(e).into_response(), info);
+        }
+    }
+    info.vault = vault.clone();
     let ctx = RequestContext {
         vault,
         base,
@@ -274,9 +493,55 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
         query,
         claims,
     };
-    match route(&state, &ctx, req).await {
+    let resp = match run_route(&state, &ctx, route, req).await {
         Ok(resp) => resp,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            info.description = e.code.to_string();
+            e.into_response()
+        }
+    };
+    (resp, info)
+}
+
+/// The 403 for a denied request, worded as Azure words it; returns the refused action too.
+fn forbidden(
+    state: &AppState,
+    claims: &Claims,
+    vault: &str,
+    op: Operation,
+    key: Option<&str>,
+    denial: &Denial,
+) -> (Response, String) {
+    let tenant = state.tokens.tenant_id();
+    let caller = format!(
+        "appid={};oid={};iss={}",
+        claims.appid, claims.oid, claims.iss
+    );
+    match denial {
+        Denial::Rbac => {
+            let mut resource = format!(
+                "/subscriptions/{tenant}/resourcegroups/cmkvault/providers/microsoft.keyvault/vaults/{vault}"
+            );
+            if let Some(k) = key {
+                resource.push_str(&format!("/keys/{}", k.to_lowercase()));
+            }
+            let msg = format!(
+                "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: {caller}\r\nAction: '{}'\r\nResource: '{resource}'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\nVault: {vault};location=local\r\n",
+                op.data_action()
+            );
+            let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", msg);
+            e.inner = Some("ForbiddenByRbac");
+            (e.into_response(), op.data_action().to_string())
+        }
+        Denial::Policy => {
+            let msg = format!(
+                "The user, group or application '{caller}' does not have keys {} permission on key vault '{vault};location=local'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
+                op.permission()
+            );
+            let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", msg);
+            e.inner = Some("ForbiddenByPolicy");
+            (e.into_response(), format!("keys/{}", op.permission()))
+        }
     }
 }
 
@@ -301,6 +566,63 @@ enum Route {
     Purge(String),
     Recover(String),
     Rng,
+}
+
+impl Route {
+    /// The operation, for authorisation and audit.
+    fn operation(&self) -> Operation {
+        match self {
+            Route::ListKeys => Operation::KeyList,
+            Route::Restore => Operation::KeyRestore,
+            Route::Create(_) => Operation::KeyCreate,
+            Route::Import(_) => Operation::KeyImport,
+            Route::Get(..) => Operation::KeyGet,
+            Route::Update(..) => Operation::KeyUpdate,
+            Route::Delete(_) => Operation::KeyDelete,
+            Route::Versions(_) => Operation::KeyListVersions,
+            Route::Backup(_) => Operation::KeyBackup,
+            Route::Rotate(_) => Operation::KeyRotate,
+            Route::GetPolicy(_) => Operation::KeyRotationPolicyGet,
+            Route::SetPolicy(_) => Operation::KeyRotationPolicySet,
+            Route::Crypto(_, _, op) => match op {
+                CryptoOp::Encrypt => Operation::KeyEncrypt,
+                CryptoOp::Decrypt => Operation::KeyDecrypt,
+                CryptoOp::WrapKey => Operation::KeyWrap,
+                CryptoOp::UnwrapKey => Operation::KeyUnwrap,
+                CryptoOp::Sign => Operation::KeySign,
+                CryptoOp::Verify => Operation::KeyVerify,
+            },
+            Route::Release => Operation::KeyRelease,
+            Route::ListDeleted => Operation::KeyListDeleted,
+            Route::GetDeleted(_) => Operation::KeyGetDeleted,
+            Route::Purge(_) => Operation::KeyPurge,
+            Route::Recover(_) => Operation::KeyRecover,
+            Route::Rng => Operation::GetRandomBytes,
+        }
+    }
+
+    /// The key (and version) the operation addresses, if any.
+    fn key(&self) -> Option<(&str, Option<&str>)> {
+        match self {
+            Route::Create(n)
+            | Route::Import(n)
+            | Route::Delete(n)
+            | Route::Versions(n)
+            | Route::Backup(n)
+            | Route::Rotate(n)
+            | Route::GetPolicy(n)
+            | Route::SetPolicy(n)
+            | Route::GetDeleted(n)
+            | Route::Purge(n)
+            | Route::Recover(n) => Some((n.as_str(), None)),
+            Route::Get(n, v) | Route::Update(n, v) | Route::Crypto(n, v, _) => {
+                Some((n.as_str(), v.as_deref()))
+            }
+            Route::ListKeys | Route::Restore | Route::Release | Route::ListDeleted | Route::Rng => {
+                None
+            }
+        }
+    }
 }
 
 fn crypto_op(word: &str) -> Option<Option<CryptoOp>> {
@@ -435,12 +757,12 @@ fn crypto_input(body: &[u8]) -> Result<CryptoInput, ApiError> {
     })
 }
 
-async fn route(
+async fn run_route(
     state: &Arc<AppState>,
     ctx: &RequestContext,
+    route: Route,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let route = resolve(req.method(), req.uri().path())?;
     let svc = state.service.clone();
     let vault = ctx.vault.clone();
     let base = ctx.base.clone();

@@ -5,10 +5,12 @@
 //! ([`cmkvault_vault::VaultService`]) on the blocking pool; [`error`] maps domain errors to
 //! Azure-shaped JSON in one place; [`wire`] holds the JSON shapes.
 
+pub mod alerts;
 mod api;
 pub mod datadir;
 pub mod error;
 mod management;
+mod oauth;
 pub mod tls;
 pub mod wire;
 
@@ -17,8 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cmkvault_store::SqliteAuditStore;
+use cmkvault_vault::audit::{AuditLog, AuditOptions};
 use cmkvault_vault::tokens::TokenAuthority;
 use cmkvault_vault::{VaultError, VaultService};
+
+pub use alerts::{AlertOptions, DenialAlerts};
 
 pub use api::API_VERSIONS;
 pub use datadir::DataDir;
@@ -64,6 +70,10 @@ pub struct AppState {
     pub vault_domain: String,
     /// Externally visible base URL, if it differs from the Host the client used.
     pub public_url: Option<String>,
+    /// The audit log (`None` only when audit is switched off for benchmarking).
+    pub audit: Option<Arc<AuditLog>>,
+    /// Denied-access counters and alerts.
+    pub alerts: Arc<DenialAlerts>,
 }
 
 /// How to run the server.
@@ -81,6 +91,16 @@ pub struct ServerOptions {
     pub tls_key: Option<PathBuf>,
     /// How often deleted keys past retention are purged and due rotations run.
     pub maintenance_interval: Duration,
+    /// Record every request in the audit log (fail-closed). Off only for benchmarks.
+    pub audit: bool,
+    /// Audit writer tuning (checkpoint cadence, batch size).
+    pub audit_options: AuditOptions,
+    /// How long a write to the audit database may wait for a lock before the request fails.
+    pub audit_busy_timeout: Duration,
+    /// Audit records older than this many days are pruned (after a signed checkpoint).
+    pub audit_retention_days: Option<u32>,
+    /// Denied-access alerting.
+    pub alerts: AlertOptions,
 }
 
 impl Default for ServerOptions {
@@ -92,6 +112,11 @@ impl Default for ServerOptions {
             tls_cert: None,
             tls_key: None,
             maintenance_interval: Duration::from_secs(60),
+            audit: true,
+            audit_options: AuditOptions::default(),
+            audit_busy_timeout: Duration::from_secs(5),
+            audit_retention_days: None,
+            alerts: AlertOptions::default(),
         }
     }
 }
@@ -104,6 +129,10 @@ pub struct RunningServer {
     pub service: Arc<VaultService>,
     /// The token authority.
     pub tokens: Arc<TokenAuthority>,
+    /// The audit log, when on.
+    pub audit: Option<Arc<AuditLog>>,
+    /// Denied-access alerts.
+    pub alerts: Arc<DenialAlerts>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     maintenance: tokio::task::JoinHandle<()>,
@@ -149,11 +178,33 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         }
     };
     let tls_config = tls::server_config(&cert, &key)?;
+    let audit = if opts.audit {
+        let path = data.path.join("audit.db");
+        let store = SqliteAuditStore::open(&path, opts.audit_busy_timeout)
+            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+        let signer =
+            cmkvault_crypto::TokenSigningKey::from_pkcs8(&data.tokens.signing_key().to_pkcs8())
+                .map_err(|e| ServerError::Config(e.to_string()))?;
+        let log = AuditLog::start(
+            Arc::new(store),
+            signer,
+            data.tokens.tenant_id().to_string(),
+            opts.audit_options.clone(),
+        )
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+        Some(Arc::new(log))
+    } else {
+        tracing::warn!("AUDIT IS OFF: requests are not recorded (benchmarking only)");
+        None
+    };
+    let alerts = Arc::new(DenialAlerts::start(opts.alerts.clone()));
     let state = Arc::new(AppState {
         service: data.service.clone(),
         tokens: data.tokens.clone(),
         vault_domain: opts.vault_domain.to_ascii_lowercase(),
         public_url: opts.public_url.clone(),
+        audit: audit.clone(),
+        alerts: alerts.clone(),
     });
     let app = axum::Router::new().fallback(api::handle).with_state(state);
     let listener = std::net::TcpListener::bind(opts.listen)
@@ -169,10 +220,11 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
     let server = axum_server::from_tcp_rustls(listener, rustls)
         .map_err(|e| ServerError::Config(e.to_string()))?
         .handle(handle.clone());
-    let task = tokio::spawn(server.serve(app.into_make_service()));
+    let task = tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
 
     let service = data.service.clone();
     let interval = opts.maintenance_interval;
+    let prune = audit.clone().zip(opts.audit_retention_days);
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,6 +238,16 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
                 Ok(Err(e)) => tracing::error!("maintenance failed: {e}"),
                 _ => {}
             }
+            if let Some((log, days)) = &prune {
+                let cutoff = (service.clock().now() - i64::from(*days) * 86_400) * 1000;
+                match log.prune_before(cutoff).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(removed = n, "pruned audit records past retention")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("audit pruning failed: {e}"),
+                }
+            }
         }
     });
 
@@ -193,6 +255,8 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         addr,
         service: data.service.clone(),
         tokens: data.tokens.clone(),
+        audit,
+        alerts,
         handle,
         task,
         maintenance,

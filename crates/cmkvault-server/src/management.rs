@@ -12,11 +12,11 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
+use cmkvault_vault::tokens::{Claims, BOOTSTRAP_ADMIN_OID};
 use cmkvault_vault::VaultSettings;
 use serde_json::{json, Value};
 
-use crate::api::{authenticate, body_json, split_host};
+use crate::api::{body_json, split_host};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -74,23 +74,42 @@ fn days_property(body: &Value) -> Result<Option<u32>, ApiError> {
     }
 }
 
-/// Serves a management request.
-pub(crate) async fn handle(state: Arc<AppState>, req: Request, host: String) -> Response {
-    let claims = match authenticate(&state, req.headers(), &host) {
-        Ok(c) => c,
-        Err(resp) => return *resp,
-    };
+/// Serves a management request of an authenticated caller; returns the response and the
+/// audit operation name.
+pub(crate) async fn handle(
+    state: Arc<AppState>,
+    req: Request,
+    host: String,
+    claims: Claims,
+) -> (Response, &'static str) {
+    let op = operation_name(req.method(), req.uri().path());
     if claims.oid != BOOTSTRAP_ADMIN_OID {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "Only the administrator may use the management API.",
-        )
-        .into_response();
+        return (
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "Only the administrator may use the management API.",
+            )
+            .into_response(),
+            op,
+        );
     }
-    match serve(&state, req, &host).await {
+    let resp = match serve(&state, req, &host).await {
         Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
+    };
+    (resp, op)
+}
+
+/// The audit operationName of a management request.
+fn operation_name(method: &Method, path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (segs.get(1).copied(), segs.len(), method) {
+        (Some("vaults"), 2, _) => "VaultList",
+        (Some("vaults"), 3, &Method::GET) => "VaultGet",
+        (Some("vaults"), 3, &Method::PUT) => "VaultCreate",
+        (Some("vaults"), 3, &Method::PATCH) => "VaultPatch",
+        _ => "Management",
     }
 }
 

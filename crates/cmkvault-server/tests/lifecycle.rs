@@ -406,12 +406,26 @@ async fn management_api() {
         .await;
     expect_error(&r, 404, "VaultNotFound");
 
-    // A token for someone other than the administrator is refused.
+    // A token of a principal that does not exist (any more) is refused outright.
     let now = ts.now();
-    let other = ts
+    let ghost = ts
         .srv
         .tokens
         .issue("11111111-2222-3333-4444-555555555555", "app", now, 600)
+        .unwrap();
+    let r = send(
+        ts.client
+            .get(format!("{}/management/vaults", ts.base))
+            .bearer_auth(ghost),
+    )
+    .await;
+    expect_error(&r, 401, "Unauthorized");
+    // A real principal other than the administrator is refused the management API.
+    let (p, _secret) = ts.srv.service.create_principal("svc-mgmt").unwrap();
+    let other = ts
+        .srv
+        .tokens
+        .issue(&p.object_id, &p.client_id, now, 600)
         .unwrap();
     let r = send(
         ts.client

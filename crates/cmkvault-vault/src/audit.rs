@@ -76,7 +76,8 @@ pub struct AuditEvent {
     pub access_policy_match: Option<bool>,
 }
 
-fn rfc3339_ms(time_ms: i64) -> String {
+/// Formats Unix milliseconds as RFC 3339 UTC with milliseconds (`2026-11-23T13:57:30.123Z`).
+pub fn rfc3339_ms(time_ms: i64) -> String {
     // Civil-from-days (Howard Hinnant), so no date crate is needed for one format.
     let secs = time_ms.div_euclid(1000);
     let ms = time_ms.rem_euclid(1000);
@@ -204,7 +205,7 @@ struct Pending {
 }
 
 enum Msg {
-    Record(Pending),
+    Record(Box<Pending>),
     Checkpoint(oneshot::Sender<Result<i64, AuditError>>),
 }
 
@@ -339,7 +340,7 @@ impl Writer {
             let mut batch = Vec::new();
             let mut checkpoint_acks = Vec::new();
             let mut push = |m: Msg, batch: &mut Vec<Pending>| match m {
-                Msg::Record(p) => batch.push(p),
+                Msg::Record(p) => batch.push(*p),
                 Msg::Checkpoint(ack) => checkpoint_acks.push(ack),
             };
             push(first, &mut batch);
@@ -415,10 +416,10 @@ impl AuditLog {
         };
         let (ack, done) = oneshot::channel();
         self.sender
-            .send(Msg::Record(Pending {
+            .send(Msg::Record(Box::new(Pending {
                 row,
                 ack: Some(ack),
-            }))
+            })))
             .await
             .map_err(|_| AuditError::Closed)?;
         done.await.map_err(|_| AuditError::Closed)?

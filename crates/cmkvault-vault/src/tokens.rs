@@ -80,6 +80,24 @@ impl TokenAuthority {
         &self.tenant_id
     }
 
+    /// The public half of the signing key (for JWKS and checkpoint verification).
+    pub fn public_jwk(&self) -> cmkvault_crypto::PublicJwk {
+        self.key.public_jwk()
+    }
+
+    /// A short, stable id of the signing key (`kid`): hex of SHA-256(x ‖ y), 16 characters.
+    pub fn key_id(&self) -> String {
+        let jwk = self.key.public_jwk();
+        let mut xy = jwk.x.unwrap_or_default();
+        xy.extend(jwk.y.unwrap_or_default());
+        hex::encode(&cmkvault_crypto::sha256(&xy)[..8])
+    }
+
+    /// The signing key itself (the audit writer signs checkpoints with it).
+    pub fn signing_key(&self) -> &TokenSigningKey {
+        &self.key
+    }
+
     /// Signs a token for a principal, valid from `now` for `ttl_secs`.
     pub fn issue(
         &self,

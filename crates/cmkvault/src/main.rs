@@ -1,5 +1,6 @@
 //! The `cmkvault` command: serve the vault, issue the break-glass token, manage vaults, bench.
 
+mod audit_cli;
 mod bench;
 mod client;
 
@@ -35,10 +36,15 @@ enum Command {
     },
     /// Load-test one key operation over HTTPS and compare it with the raw crypto limit.
     Bench(bench::BenchArgs),
+    /// Verify, read and export the tamper-evident audit log of a data directory.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
+    },
 }
 
 #[derive(Args, Clone)]
-struct DataArgs {
+pub(crate) struct DataArgs {
     /// Data directory.
     #[arg(
         long = "data",
@@ -67,6 +73,18 @@ struct ServeArgs {
     /// Your own private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// POST a CloudEvents alert here when a principal's denials exceed the threshold.
+    #[arg(long, env = "CMKVAULT_ALERT_WEBHOOK")]
+    alert_webhook: Option<String>,
+    /// Denials per principal within the window that trigger an alert (fires above this).
+    #[arg(long, default_value_t = 5)]
+    alert_threshold: u32,
+    /// The alert window, such as 60s or 5m.
+    #[arg(long, default_value = "60s")]
+    alert_window: String,
+    /// Prune audit records older than this many days (a signed checkpoint is written first).
+    #[arg(long, env = "CMKVAULT_AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u32>,
 }
 
 #[derive(Args)]
@@ -165,6 +183,18 @@ fn init_tracing() {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    if let Some(url) = &args.alert_webhook {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            bail!("--alert-webhook must be an http(s) URL, got '{url}'");
+        }
+    }
+    if args.audit_retention_days == Some(0) {
+        bail!("--audit-retention-days must be at least 1");
+    }
+    let alert_window = parse_duration(&args.alert_window)?;
+    if alert_window.is_zero() {
+        bail!("--alert-window must be longer than 0s");
+    }
     let data = datadir::open(&args.data.data, root_key_env().as_deref())?;
     let opts = ServerOptions {
         listen: args.listen,
@@ -172,6 +202,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         public_url: args.public_url,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        audit_retention_days: args.audit_retention_days,
+        alerts: cmkvault_server::AlertOptions {
+            webhook: args.alert_webhook,
+            threshold: args.alert_threshold,
+            window: alert_window,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let server = cmkvault_server::start(&data, opts).await?;
@@ -283,7 +320,26 @@ async fn vault(command: VaultCommand) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line naming the problem (clap's first line), not the whole usage text.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -301,10 +357,20 @@ fn main() -> ExitCode {
             Command::Token(a) => token(a),
             Command::Vault { command } => vault(command).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Audit { command } => audit_cli::run(command),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            // The reader went away (`| head`): not an error of ours.
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // One line naming the problem and its causes; no backtrace.
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

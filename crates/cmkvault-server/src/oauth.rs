@@ -1,0 +1,332 @@
+//! A token endpoint shaped like Microsoft Entra's client-credentials flow, so unmodified
+//! `azure.identity.ClientSecretCredential(tenant, client_id, secret, authority="https://HOST:PORT",
+//! disable_instance_discovery=True)` gets vault tokens.
+//!
+//! ```text
+//! GET  /{tenant}/v2.0/.well-known/openid-configuration   discovery (authorization_endpoint, token_endpoint, ...)
+//! POST /{tenant}/oauth2/v2.0/token                         grant_type=client_credentials, client_id, client_secret, scope
+//! GET  /{tenant}/discovery/v2.0/keys                       the token-signing public key (JWKS)
+//! ```
+//! Errors are OAuth-shaped: `{"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}`.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::AppState;
+
+/// Lifetime of issued access tokens.
+pub const TOKEN_TTL_SECS: i64 = 3600;
+/// Largest token request body.
+const MAX_FORM: usize = 16 * 1024;
+
+/// Whether a path belongs to the token endpoint (`/{tenant}/...` with an OAuth suffix).
+pub(crate) fn is_oauth_path(path: &str) -> bool {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(
+        segs.as_slice(),
+        [_, "v2.0", ".well-known", "openid-configuration"]
+            | [_, ".well-known", "openid-configuration"]
+            | [_, "oauth2", "v2.0", "token"]
+            | [_, "oauth2", "token"]
+            | [_, "discovery", "v2.0", "keys"]
+            | [_, "discovery", "keys"]
+    )
+}
+
+/// An OAuth error response.
+pub(crate) fn oauth_error(
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    description: &str,
+) -> Response {
+    let trace = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {description} Trace ID: {trace}"),
+        "error_codes": [code],
+        "timestamp": cmkvault_vault::audit::rfc3339_ms(now_ms()),
+        "trace_id": trace,
+        "correlation_id": uuid::Uuid::new_v4().to_string(),
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What an OAuth request resulted in, for the audit log.
+pub(crate) struct OauthOutcome {
+    /// The response.
+    pub response: Response,
+    /// Audit operation name.
+    pub operation: &'static str,
+    /// Principal that obtained a token.
+    pub oid: Option<String>,
+    /// Its client id.
+    pub appid: Option<String>,
+    /// Short reason on failure.
+    pub reason: String,
+}
+
+impl OauthOutcome {
+    fn plain(response: Response, operation: &'static str, reason: &str) -> Self {
+        OauthOutcome {
+            response,
+            operation,
+            oid: None,
+            appid: None,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Serves the discovery document, the JWKS and the token endpoint.
+pub(crate) async fn handle(state: Arc<AppState>, req: Request, host: &str) -> OauthOutcome {
+    let path = req.uri().path().to_string();
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(str::to_string)
+        .collect();
+    let tenant = state.tokens.tenant_id().to_string();
+    if !segs[0].eq_ignore_ascii_case(&tenant) {
+        return OauthOutcome::plain(
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                90002,
+                &format!(
+                    "Tenant '{}' not found. This server's tenant is {tenant}.",
+                    segs[0]
+                ),
+            ),
+            "TokenIssue",
+            "unknown tenant",
+        );
+    }
+    let base = format!("https://{host}/{tenant}");
+    let last = segs.last().map(String::as_str).unwrap_or_default();
+    match (last, req.method()) {
+        ("openid-configuration", &Method::GET) => {
+            let doc = json!({
+                "issuer": format!("{base}/v2.0"),
+                "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+                "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+                "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+                "grant_types_supported": ["client_credentials"],
+                "response_types_supported": ["token"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "scopes_supported": ["https://vault.azure.net/.default"],
+                "tenant_region_scope": null,
+                "cloud_instance_name": "cmkvault",
+            });
+            OauthOutcome::plain(
+                (StatusCode::OK, axum::Json(doc)).into_response(),
+                "OpenIdConfiguration",
+                "",
+            )
+        }
+        ("keys", &Method::GET) => {
+            let jwk = state.tokens.public_jwk();
+            let enc = |b: &Option<Vec<u8>>| b.as_deref().map(|b| B64URL.encode(b));
+            let doc = json!({"keys": [{
+                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+                "kid": state.tokens.key_id(),
+                "x": enc(&jwk.x), "y": enc(&jwk.y),
+            }]});
+            OauthOutcome::plain(
+                (StatusCode::OK, axum::Json(doc)).into_response(),
+                "OpenIdKeys",
+                "",
+            )
+        }
+        ("token", &Method::POST) => token(state, req).await,
+        _ => OauthOutcome::plain(
+            oauth_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                900561,
+                "The endpoint only accepts GET for discovery and POST for tokens.",
+            ),
+            "TokenIssue",
+            "method not allowed",
+        ),
+    }
+}
+
+async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic ").map(str::to_string));
+    let body = match axum::body::to_bytes(req.into_body(), MAX_FORM).await {
+        Ok(b) => b,
+        Err(_) => {
+            return OauthOutcome::plain(
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    900144,
+                    "The request body is too large or was cut off.",
+                ),
+                "TokenIssue",
+                "bad body",
+            )
+        }
+    };
+    let mut form = std::collections::HashMap::new();
+    for (k, v) in form_urlencoded::parse(&body) {
+        form.insert(k.into_owned(), v.into_owned());
+    }
+    let bad = |error: &str, code: u32, msg: &str, reason: &str| {
+        OauthOutcome::plain(
+            oauth_error(StatusCode::BAD_REQUEST, error, code, msg),
+            "TokenIssue",
+            reason,
+        )
+    };
+    match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return bad(
+                "unsupported_grant_type",
+                70003,
+                &format!("The grant type '{other}' is not supported; use client_credentials."),
+                "unsupported grant type",
+            )
+        }
+        None => {
+            return bad(
+                "invalid_request",
+                900144,
+                "The request body must contain the parameter 'grant_type'.",
+                "missing grant_type",
+            )
+        }
+    }
+    let scope = form.get("scope").cloned().unwrap_or_default();
+    if !scope
+        .split_whitespace()
+        .any(|s| s.trim_end_matches('/') == "https://vault.azure.net/.default")
+    {
+        return bad(
+            "invalid_scope",
+            1002012,
+            &format!("The provided value for scope '{scope}' is not valid. Client credential flows must request https://vault.azure.net/.default."),
+            "invalid scope",
+        );
+    }
+    let (mut client_id, mut secret) = (
+        form.get("client_id").cloned(),
+        form.get("client_secret").cloned(),
+    );
+    if let Some(b) = basic {
+        if let Some((id, s)) = B64
+            .decode(b.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .and_then(|t| {
+                t.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+        {
+            client_id = client_id.or(Some(id));
+            secret = secret.or(Some(s));
+        }
+    }
+    let (Some(client_id), Some(secret)) = (client_id, secret) else {
+        return bad(
+            "invalid_request",
+            900144,
+            "The request body must contain the parameters 'client_id' and 'client_secret'.",
+            "missing credentials",
+        );
+    };
+    let svc = state.service.clone();
+    let cid = client_id.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || svc.check_client_credentials(&cid, &secret)).await;
+    let principal = match checked {
+        Ok(Ok(Some(p))) => p,
+        Ok(Ok(None)) => {
+            tracing::warn!(client_id = %client_id, "token request with an unknown client or a wrong secret");
+            let mut o = OauthOutcome::plain(
+                oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000215,
+                    "Invalid client secret provided, or the client does not exist. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+                ),
+                "TokenIssue",
+                "invalid client credentials",
+            );
+            o.appid = Some(client_id);
+            return o;
+        }
+        _ => {
+            return OauthOutcome::plain(
+                oauth_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "temporarily_unavailable",
+                    90033,
+                    "The token service failed.",
+                ),
+                "TokenIssue",
+                "internal error",
+            )
+        }
+    };
+    let now = state.service.clock().now();
+    let token = match state.tokens.issue(
+        &principal.object_id,
+        &principal.client_id,
+        now,
+        TOKEN_TTL_SECS,
+    ) {
+        Ok(t) => t,
+        Err(_) => {
+            return OauthOutcome::plain(
+                oauth_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "temporarily_unavailable",
+                    90033,
+                    "The token could not be signed.",
+                ),
+                "TokenIssue",
+                "signing failed",
+            )
+        }
+    };
+    let body: Value = json!({
+        "token_type": "Bearer",
+        "expires_in": TOKEN_TTL_SECS,
+        "ext_expires_in": TOKEN_TTL_SECS,
+        "access_token": token,
+    });
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    OauthOutcome {
+        response,
+        operation: "TokenIssue",
+        oid: Some(principal.object_id),
+        appid: Some(principal.client_id),
+        reason: String::new(),
+    }
+}
