@@ -9,6 +9,7 @@ pub mod alerts;
 mod api;
 pub mod datadir;
 pub mod error;
+mod imds;
 mod management;
 mod oauth;
 pub mod tls;
@@ -101,6 +102,10 @@ pub struct ServerOptions {
     pub audit_retention_days: Option<u32>,
     /// Denied-access alerting.
     pub alerts: AlertOptions,
+    /// Loopback address for the IMDS-shaped managed-identity endpoint (off when `None`).
+    pub imds_listen: Option<SocketAddr>,
+    /// Identities (names or ids) the managed-identity endpoint hands out; the first is default.
+    pub imds_identities: Vec<String>,
 }
 
 impl Default for ServerOptions {
@@ -117,6 +122,8 @@ impl Default for ServerOptions {
             audit_busy_timeout: Duration::from_secs(5),
             audit_retention_days: None,
             alerts: AlertOptions::default(),
+            imds_listen: None,
+            imds_identities: Vec::new(),
         }
     }
 }
@@ -133,9 +140,12 @@ pub struct RunningServer {
     pub audit: Option<Arc<AuditLog>>,
     /// Denied-access alerts.
     pub alerts: Arc<DenialAlerts>,
+    /// Where the managed-identity endpoint listens, when on.
+    pub imds_addr: Option<SocketAddr>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    maintenance: tokio::task::JoinHandle<()>,
+    /// Background tasks stopped with the server (maintenance, managed-identity endpoint).
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -143,7 +153,7 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
         let _ = self.task.await;
-        self.maintenance.abort();
+        self.background.iter().for_each(|t| t.abort());
     }
 
     /// Waits until the server stops (it stops on an I/O error or after `shutdown`).
@@ -152,7 +162,7 @@ impl RunningServer {
             .task
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        self.maintenance.abort();
+        self.background.iter().for_each(|t| t.abort());
         result
     }
 
@@ -198,7 +208,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         None
     };
     let alerts = Arc::new(DenialAlerts::start(opts.alerts.clone()));
-    let state = Arc::new(AppState {
+    let state: Arc<AppState> = Arc::new(AppState {
         service: data.service.clone(),
         tokens: data.tokens.clone(),
         vault_domain: opts.vault_domain.to_ascii_lowercase(),
@@ -206,6 +216,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         audit: audit.clone(),
         alerts: alerts.clone(),
     });
+    let imds_state = state.clone();
     let app = axum::Router::new().fallback(api::handle).with_state(state);
     let listener = std::net::TcpListener::bind(opts.listen)
         .map_err(|e| ServerError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;
@@ -251,14 +262,26 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         }
     });
 
+    let mut background = vec![maintenance];
+    let imds_addr = match opts.imds_listen {
+        Some(listen) => {
+            let (imds_addr, imds_task) =
+                imds::start(listen, imds_state, opts.imds_identities.clone()).await?;
+            background.push(imds_task);
+            Some(imds_addr)
+        }
+        None => None,
+    };
+
     Ok(RunningServer {
         addr,
         service: data.service.clone(),
         tokens: data.tokens.clone(),
         audit,
         alerts,
+        imds_addr,
         handle,
         task,
-        maintenance,
+        background,
     })
 }

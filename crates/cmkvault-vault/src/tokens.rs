@@ -57,11 +57,18 @@ pub enum TokenError {
     Signing,
 }
 
+/// Most verified tokens remembered; past this the memory is emptied.
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
 /// Issues and verifies tokens for one tenant.
 pub struct TokenAuthority {
     key: TokenSigningKey,
     tenant_id: String,
     issuer: String,
+    /// Tokens whose signature, audience and tenant already checked out, so a client reusing its
+    /// token (every SDK does, for up to an hour) costs a map lookup instead of an ECDSA verify.
+    /// Expiry and `nbf` are still checked on every use.
+    verified: std::sync::RwLock<std::collections::HashMap<String, Claims>>,
 }
 
 impl TokenAuthority {
@@ -72,6 +79,7 @@ impl TokenAuthority {
             key,
             tenant_id,
             issuer,
+            verified: Default::default(),
         }
     }
 
@@ -129,6 +137,32 @@ impl TokenAuthority {
 
     /// Verifies signature, algorithm, audience, tenant, `exp` and `nbf`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        let cached = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|m| m.get(token).cloned());
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.verify_uncached(token)?;
+                if let Ok(mut m) = self.verified.write() {
+                    if m.len() >= VERIFIED_CACHE_MAX {
+                        m.clear();
+                    }
+                    m.insert(token.to_string(), c.clone());
+                }
+                c
+            }
+        };
+        if now > claims.exp + CLOCK_SKEW_SECS || now + CLOCK_SKEW_SECS < claims.nbf {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Signature, algorithm, audience and tenant (no time checks).
+    fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -156,9 +190,6 @@ impl TokenAuthority {
             .ok_or(TokenError::Malformed)?;
         if claims.aud.trim_end_matches('/') != VAULT_AUDIENCE || claims.tid != self.tenant_id {
             return Err(TokenError::WrongAudience);
-        }
-        if now > claims.exp + CLOCK_SKEW_SECS || now + CLOCK_SKEW_SECS < claims.nbf {
-            return Err(TokenError::Expired);
         }
         Ok(claims)
     }

@@ -99,6 +99,10 @@ pub struct BenchArgs {
     /// Data directory whose tls/ca.pem is trusted with --url.
     #[arg(long, env = "CMKVAULT_DATA", default_value = "./cmkvault-data")]
     pub data: PathBuf,
+    /// Audit log of the embedded server: `on` (durable, fail-closed; the product's only mode)
+    /// or `off` (to measure what audit costs).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub audit: String,
 }
 
 /// The operation under test.
@@ -464,7 +468,7 @@ struct Embedded {
 
 impl Target {
     /// Starts an embedded server on 127.0.0.1 with a temporary data directory.
-    async fn embedded(token_ttl: Duration) -> Result<Target> {
+    async fn embedded(token_ttl: Duration, audit: bool) -> Result<Target> {
         let dir = tempfile::Builder::new()
             .prefix("cmkvault-bench-")
             .tempdir()
@@ -473,6 +477,7 @@ impl Target {
             .context("cannot initialise the embedded server's data directory")?;
         let opts = ServerOptions {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            audit,
             ..Default::default()
         };
         let server = cmkvault_server::start(&data, opts)
@@ -489,7 +494,7 @@ impl Target {
             base: format!("https://127.0.0.1:{}", server.addr.port()),
             token,
             tls,
-            label: "embedded".into(),
+            label: if audit { "embedded audit=on" } else { "embedded audit=off" }.into(),
             embedded: Some(Embedded { server, data, dir }),
         })
     }
@@ -912,9 +917,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     // spec; it is checked again below).
     resolve_alg(op, &flag_spec, args.alg.as_deref())?;
 
+    if args.url.is_some() && args.audit == "off" {
+        bail!("--audit off applies to the embedded server only; a remote server's audit cannot be switched off");
+    }
     let target = match &args.url {
         Some(url) => Target::external(url, &args)?,
-        None => Target::embedded(warmup + duration).await?,
+        None => Target::embedded(warmup + duration, args.audit == "on").await?,
     };
     let result = bench(&args, op, flag_spec, &target, warmup, duration).await;
     target.close().await;

@@ -1,5 +1,7 @@
-//! The `cmkvault` command: serve the vault, issue the break-glass token, manage vaults, bench.
+//! The `cmkvault` command: serve the vault, issue the break-glass token, manage vaults,
+//! identities, roles and access policies, bench.
 
+mod admin;
 mod audit_cli;
 mod bench;
 mod client;
@@ -40,6 +42,21 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit_cli::AuditCommand,
+    },
+    /// Manage identities (service principals) that get tokens with a client secret.
+    Identity {
+        #[command(subcommand)]
+        command: admin::IdentityCommand,
+    },
+    /// Manage role definitions and role assignments (RBAC).
+    Role {
+        #[command(subcommand)]
+        command: admin::RoleCommand,
+    },
+    /// Show denied-access counters: count, principal, vault, key.
+    Denials {
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -85,6 +102,14 @@ struct ServeArgs {
     /// Prune audit records older than this many days (a signed checkpoint is written first).
     #[arg(long, env = "CMKVAULT_AUDIT_RETENTION_DAYS")]
     audit_retention_days: Option<u32>,
+    /// Serve an Azure-IMDS-shaped managed-identity endpoint (plain HTTP) on this loopback
+    /// address, for `ManagedIdentityCredential` with AZURE_POD_IDENTITY_AUTHORITY_HOST.
+    #[arg(long, env = "CMKVAULT_IMDS_LISTEN", requires = "imds_identity")]
+    imds_listen: Option<SocketAddr>,
+    /// An identity (name or id) this host's workloads may obtain through the managed-identity
+    /// endpoint; repeat for several (the first is the default).
+    #[arg(long)]
+    imds_identity: Vec<String>,
 }
 
 #[derive(Args)]
@@ -142,8 +167,16 @@ enum VaultCommand {
         /// Turn on purge protection (it can never be turned off).
         #[arg(long)]
         purge_protection: bool,
+        /// Authorise with RBAC role assignments (true) or with access policies (false).
+        #[arg(long, value_name = "true|false")]
+        rbac_authorization: Option<bool>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Manage a vault's access policies (used when --rbac-authorization is false).
+    Policy {
+        #[command(subcommand)]
+        command: admin::PolicyCommand,
     },
 }
 
@@ -203,6 +236,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         audit_retention_days: args.audit_retention_days,
+        imds_listen: args.imds_listen,
+        imds_identities: args.imds_identity,
         alerts: cmkvault_server::AlertOptions {
             webhook: args.alert_webhook,
             threshold: args.alert_threshold,
@@ -302,19 +337,28 @@ async fn vault(command: VaultCommand) -> Result<()> {
         VaultCommand::Update {
             name,
             purge_protection,
+            rbac_authorization,
             client,
         } => {
-            if !purge_protection {
+            if !purge_protection && rbac_authorization.is_none() {
                 bail!(
-                    "nothing to update: pass --purge-protection (retention is fixed at creation)"
+                    "nothing to update: pass --purge-protection or --rbac-authorization true|false (retention is fixed at creation)"
                 );
             }
-            let body = serde_json::json!({"properties": {"enablePurgeProtection": true}});
+            let mut props = serde_json::Map::new();
+            if purge_protection {
+                props.insert("enablePurgeProtection".into(), true.into());
+            }
+            if let Some(rbac) = rbac_authorization {
+                props.insert("enableRbacAuthorization".into(), rbac.into());
+            }
+            let body = serde_json::json!({ "properties": props });
             let v = client::Client::new(&client)?
                 .send("PATCH", &format!("/management/vaults/{name}"), Some(body))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        VaultCommand::Policy { command } => admin::policy(command).await?,
     }
     Ok(())
 }
@@ -332,10 +376,18 @@ fn main() -> ExitCode {
             ) {
                 e.exit();
             }
-            // One line naming the problem (clap's first line), not the whole usage text.
+            // One line naming the problem (clap's first line, plus the list it introduces
+            // when it ends with ':'), not the whole usage text.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or("invalid arguments").trim();
+            let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+            if first.ends_with(':') {
+                for l in lines.map(str::trim).take_while(|l| !l.is_empty()) {
+                    first.push(' ');
+                    first.push_str(l);
+                }
+            }
             eprintln!("error: {first} (see --help)");
             return ExitCode::from(2);
         }
@@ -357,7 +409,10 @@ fn main() -> ExitCode {
             Command::Token(a) => token(a),
             Command::Vault { command } => vault(command).await,
             Command::Bench(a) => bench::run(a).await,
-            Command::Audit { command } => audit_cli::run(command),
+            Command::Audit { command } => audit_cli::run(command).await,
+            Command::Identity { command } => admin::identity(command).await,
+            Command::Role { command } => admin::role(command).await,
+            Command::Denials { client } => admin::denials(client).await,
         }
     });
     match result {
