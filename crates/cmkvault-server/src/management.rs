@@ -1,26 +1,56 @@
-//! Management routes (admin only): vault settings as ARM-shaped `Microsoft.KeyVault/vaults` JSON.
+//! Management routes: vault settings as ARM-shaped `Microsoft.KeyVault/vaults` JSON,
+//! identities, role definitions, role assignments, access policies, denial counters and audit
+//! maintenance. JSON in and out; errors are Azure-shaped.
 //!
 //! ```text
-//! GET   /management/vaults            {"value": [vault, ...]}
-//! GET   /management/vaults/{name}     vault
-//! PUT   /management/vaults/{name}     create: {"properties": {"softDeleteRetentionInDays": 7..90, "enablePurgeProtection": bool}}
-//! PATCH /management/vaults/{name}     update: {"properties": {"enablePurgeProtection": true}}
+//! GET    /management/vaults                            {"value": [vault, ...]}
+//! GET    /management/vaults/{name}                     vault (with properties.accessPolicies)
+//! PUT    /management/vaults/{name}                     create: {"properties": {"softDeleteRetentionInDays": 7..90, "enablePurgeProtection": bool}}
+//! PATCH  /management/vaults/{name}                     update: {"properties": {"enablePurgeProtection": true, "enableRbacAuthorization": bool}}
+//! GET    /management/identities                        {"value": [identity, ...]}
+//! PUT    /management/identities/{name}                 identity + clientSecret (shown once)
+//! GET    /management/identities/{idOrName}             identity
+//! DELETE /management/identities/{idOrName}             the deleted identity
+//! POST   /management/identities/{idOrName}/rotateSecret identity + new clientSecret
+//! GET    /management/roleDefinitions                   {"value": [role, ...]}
+//! PUT    /management/roleDefinitions/{name}            {"dataActions": [...], "notDataActions": [...]}
+//! DELETE /management/roleDefinitions/{idOrName}        the deleted role
+//! GET    /management/vaults/{v}/roleAssignments[?principal=P]   {"value": [assignment, ...]}  (*)
+//! PUT    /management/vaults/{v}/roleAssignments        {"principal", "role", "key"?}          (*)
+//! DELETE /management/vaults/{v}/roleAssignments/{id}   the removed assignment                 (*)
+//! GET    /management/vaults/{v}/accessPolicies         {"value": [policy, ...]}
+//! PUT    /management/vaults/{v}/accessPolicies/{p}     {"permissions": {"keys": [...]}}
+//! DELETE /management/vaults/{v}/accessPolicies/{p}     the removed policy
+//! GET    /management/denials                           {"value": [{"principal","vault","key","count"}]}
+//! POST   /management/audit/checkpoint                  {"seq": n}
+//! POST   /management/audit/prune                       {"olderThanDays": n} -> {"removed": n}
 //! ```
+//! Everything is for the administrator only, except the routes marked (*), which a holder of
+//! Key Vault Data Access Administrator (or Administrator) on the whole vault may also use for
+//! that vault, without granting or removing the two roles that manage access.
 
 use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cmkvault_store::{AccessPolicyRecord, RoleAssignmentRecord};
+use cmkvault_vault::access::Principal;
+use cmkvault_vault::authz::{RoleDefinition, ROLE_ADMINISTRATOR, ROLE_DATA_ACCESS_ADMINISTRATOR};
 use cmkvault_vault::tokens::{Claims, BOOTSTRAP_ADMIN_OID};
-use cmkvault_vault::VaultSettings;
+use cmkvault_vault::{VaultResult, VaultSettings};
 use serde_json::{json, Value};
 
 use crate::api::{body_json, split_host};
 use crate::error::ApiError;
 use crate::AppState;
 
-fn vault_json(state: &AppState, host: &str, v: &VaultSettings) -> Value {
+fn vault_json(
+    state: &AppState,
+    host: &str,
+    v: &VaultSettings,
+    policies: &[AccessPolicyRecord],
+) -> Value {
     let tenant = state.tokens.tenant_id();
     let (_, port) = split_host(host);
     let port = port.map(|p| format!(":{p}")).unwrap_or_default();
@@ -29,6 +59,7 @@ fn vault_json(state: &AppState, host: &str, v: &VaultSettings) -> Value {
     } else {
         format!("https://{}.{}{port}/", v.name, state.vault_domain)
     };
+    let policies: Vec<Value> = policies.iter().map(|p| policy_json(state, p)).collect();
     json!({
         "id": format!("/subscriptions/{tenant}/resourceGroups/cmkvault/providers/Microsoft.KeyVault/vaults/{}", v.name),
         "name": v.name,
@@ -42,10 +73,56 @@ fn vault_json(state: &AppState, host: &str, v: &VaultSettings) -> Value {
             "softDeleteRetentionInDays": v.retention_days,
             "enablePurgeProtection": v.purge_protection,
             "enableRbacAuthorization": v.rbac_authorization,
+            "accessPolicies": policies,
             "provisioningState": "Succeeded",
             "createdAt": v.created,
             "updatedAt": v.updated,
         }
+    })
+}
+
+fn policy_json(state: &AppState, p: &AccessPolicyRecord) -> Value {
+    let keys: Vec<String> = serde_json::from_str(&p.key_permissions).unwrap_or_default();
+    json!({
+        "tenantId": state.tokens.tenant_id(),
+        "objectId": p.principal_id,
+        "permissions": {"keys": keys},
+    })
+}
+
+fn identity_json(state: &AppState, p: &Principal) -> Value {
+    json!({
+        "objectId": p.object_id,
+        "clientId": p.client_id,
+        "displayName": p.display_name,
+        "tenantId": state.tokens.tenant_id(),
+        "created": p.created,
+    })
+}
+
+fn role_json(r: &RoleDefinition) -> Value {
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "dataActions": r.data_actions,
+        "notDataActions": r.not_data_actions,
+        "builtIn": r.built_in,
+    })
+}
+
+fn assignment_json(a: &RoleAssignmentRecord, roles: &[RoleDefinition]) -> Value {
+    let role_name = roles
+        .iter()
+        .find(|r| r.id == a.role_id)
+        .map(|r| r.name.clone());
+    json!({
+        "id": a.id,
+        "vault": a.vault,
+        "scope": a.scope,
+        "principalId": a.principal_id,
+        "roleDefinitionId": a.role_id,
+        "roleName": role_name,
+        "created": a.created,
     })
 }
 
@@ -74,6 +151,87 @@ fn days_property(body: &Value) -> Result<Option<u32>, ApiError> {
     }
 }
 
+/// A list of strings at `body[name]`; `None` when absent or null.
+fn string_list(body: &Value, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::bad(format!("{name} must be a list of strings.")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(ApiError::bad(format!("{name} must be a list of strings."))),
+    }
+}
+
+/// A required string member.
+fn string_member(body: &Value, name: &str) -> Result<String, ApiError> {
+    match body.get(name) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        _ => Err(ApiError::bad(format!(
+            "The request body must have a non-empty string '{name}'."
+        ))),
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The HTTP method is not allowed on this resource.",
+    )
+}
+
+/// Decodes `%XX` escapes of a path segment (UTF-8).
+fn percent_decode(segment: &str) -> Result<String, ApiError> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ApiError::bad(format!("The path segment '{segment}' has a bad % escape."))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad(format!("The path segment '{segment}' is not UTF-8.")))
+}
+
+/// Runs a domain call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> VaultResult<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!("blocking task failed: {e}");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "The server failed to process the request.",
+            ))
+        }
+    }
+}
+
 /// Serves a management request of an authenticated caller; returns the response and the
 /// audit operation name.
 pub(crate) async fn handle(
@@ -83,76 +241,171 @@ pub(crate) async fn handle(
     claims: Claims,
 ) -> (Response, &'static str) {
     let op = operation_name(req.method(), req.uri().path());
-    if claims.oid != BOOTSTRAP_ADMIN_OID {
-        return (
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "Only the administrator may use the management API.",
-            )
-            .into_response(),
-            op,
-        );
-    }
-    let resp = match serve(&state, req, &host).await {
+    let resp = match serve(&state, req, &host, &claims).await {
         Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
     };
     (resp, op)
 }
 
+/// The lower-cased path segments after `/management`.
+fn words(path: &str) -> Vec<String> {
+    path.trim_matches('/')
+        .split('/')
+        .skip(1)
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
 /// The audit operationName of a management request.
 fn operation_name(method: &Method, path: &str) -> &'static str {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (segs.get(1).copied(), segs.len(), method) {
-        (Some("vaults"), 2, _) => "VaultList",
-        (Some("vaults"), 3, &Method::GET) => "VaultGet",
-        (Some("vaults"), 3, &Method::PUT) => "VaultCreate",
-        (Some("vaults"), 3, &Method::PATCH) => "VaultPatch",
+    let w = words(path);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    let m = method;
+    match (w.as_slice(), m) {
+        (["vaults"], _) => "VaultList",
+        (["vaults", _], &Method::GET) => "VaultGet",
+        (["vaults", _], &Method::PUT) => "VaultCreate",
+        (["vaults", _], &Method::PATCH) => "VaultPatch",
+        (["vaults", _, "roleassignments"], &Method::PUT) => "RoleAssignmentCreate",
+        (["vaults", _, "roleassignments"], _) => "RoleAssignmentList",
+        (["vaults", _, "roleassignments", _], _) => "RoleAssignmentDelete",
+        (["vaults", _, "accesspolicies"], _) => "AccessPolicyList",
+        (["vaults", _, "accesspolicies", _], &Method::DELETE) => "AccessPolicyDelete",
+        (["vaults", _, "accesspolicies", _], _) => "AccessPolicySet",
+        (["identities"], _) => "IdentityList",
+        (["identities", _], &Method::PUT) => "IdentityCreate",
+        (["identities", _], &Method::DELETE) => "IdentityDelete",
+        (["identities", _], _) => "IdentityGet",
+        (["identities", _, "rotatesecret"], _) => "IdentityRotateSecret",
+        (["roledefinitions"], _) => "RoleDefinitionList",
+        (["roledefinitions", _], &Method::DELETE) => "RoleDefinitionDelete",
+        (["roledefinitions", _], _) => "RoleDefinitionCreate",
+        (["denials"], _) => "DenialList",
+        (["audit", "checkpoint"], _) => "AuditCheckpoint",
+        (["audit", "prune"], _) => "AuditPrune",
         _ => "Management",
     }
 }
 
-async fn serve(state: &Arc<AppState>, req: Request, host: &str) -> Result<Value, ApiError> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+/// Whether a management route is one a vault's Data Access Administrator may use.
+fn is_assignment_route(w: &[&str]) -> bool {
+    matches!(
+        w,
+        ["vaults", _, "roleassignments"] | ["vaults", _, "roleassignments", _]
+    )
+}
+
+/// Whether a path names a management resource (whatever the method).
+fn known_resource(w: &[&str]) -> bool {
+    matches!(
+        w,
+        ["vaults"]
+            | ["vaults", _]
+            | ["vaults", _, "roleassignments" | "accesspolicies"]
+            | ["vaults", _, "roleassignments" | "accesspolicies", _]
+            | ["identities"]
+            | ["identities", _]
+            | ["identities", _, "rotatesecret"]
+            | ["roledefinitions"]
+            | ["roledefinitions", _]
+            | ["denials"]
+            | ["audit", "checkpoint" | "prune"]
+    )
+}
+
+/// The roles only the administrator may grant or remove.
+fn manages_access(role_id: &str) -> bool {
+    role_id.eq_ignore_ascii_case(ROLE_ADMINISTRATOR)
+        || role_id.eq_ignore_ascii_case(ROLE_DATA_ACCESS_ADMINISTRATOR)
+}
+
+/// Vault JSON for each named vault (with its access policies).
+async fn vault_views(
+    state: &Arc<AppState>,
+    host: &str,
+    names: Vec<String>,
+) -> Result<Vec<Value>, ApiError> {
     let svc = state.service.clone();
+    let rows = blocking(move || {
+        names
+            .iter()
+            .map(|n| Ok((svc.vault(n)?, svc.list_access_policies(n)?)))
+            .collect::<VaultResult<Vec<_>>>()
+    })
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|(v, p)| vault_json(state, host, v, p))
+        .collect())
+}
+
+async fn vault_view(state: &Arc<AppState>, host: &str, name: &str) -> Result<Value, ApiError> {
+    Ok(vault_views(state, host, vec![name.to_string()])
+        .await?
+        .pop()
+        .unwrap_or(Value::Null))
+}
+
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    req: Request,
+    host: &str,
+    claims: &Claims,
+) -> Result<Value, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let raw: Vec<&str> = path.trim_start_matches('/').split('/').skip(1).collect();
+    let segs: Vec<String> = raw
+        .iter()
+        .map(|s| percent_decode(s))
+        .collect::<Result<_, _>>()?;
+    let lower = words(&path);
+    let w: Vec<&str> = lower.iter().map(String::as_str).collect();
     let method = req.method().clone();
-    let run = |f: Box<dyn FnOnce() -> cmkvault_vault::VaultResult<Value> + Send>| async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalServerError",
-                    "task failed",
+    let svc = state.service.clone();
+
+    // Who may do this: the administrator everything; a vault's Data Access Administrator its
+    // role assignments.
+    let is_admin = claims.oid == BOOTSTRAP_ADMIN_OID;
+    if !is_admin {
+        let allowed = if is_assignment_route(&w) {
+            let (oid, vault) = (claims.oid.clone(), segs[1].clone());
+            let svc = svc.clone();
+            blocking(move || svc.can_manage_access(&oid, &vault)).await?
+        } else {
+            false
+        };
+        if !allowed {
+            let message = if is_assignment_route(&w) {
+                format!(
+                    "Only the administrator, or a Key Vault Data Access Administrator of vault '{}', may manage its role assignments.",
+                    segs[1]
                 )
-            })?
-            .map_err(ApiError::from)
-    };
-    match (segs.as_slice(), &method) {
-        (["management", "vaults"], &Method::GET) => {
-            let list = run(Box::new(move || {
+            } else {
+                "Only the administrator may use the management API.".to_string()
+            };
+            return Err(forbidden(message));
+        }
+    }
+
+    match (w.as_slice(), &method) {
+        // ------------------------------------------------------------ vaults
+        (["vaults"], &Method::GET) => {
+            let names = blocking(move || {
                 svc.list_vaults()
-                    .map(|v| json!(v.iter().map(|s| s.name.clone()).collect::<Vec<_>>()))
-            }))
+                    .map(|v| v.into_iter().map(|s| s.name).collect::<Vec<_>>())
+            })
             .await?;
-            let mut out = Vec::new();
-            for name in list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n.as_str())
-            {
-                out.push(vault_json(state, host, &state.service.vault(name)?));
-            }
-            Ok(json!({ "value": out }))
+            Ok(json!({ "value": vault_views(state, host, names).await? }))
         }
-        (["management", "vaults", name], &Method::GET) => {
-            let v = state.service.vault(name)?;
-            Ok(vault_json(state, host, &v))
-        }
-        (["management", "vaults", name], &Method::PUT) => {
+        (["vaults", _], &Method::GET) => vault_view(state, host, &segs[1]).await,
+        (["vaults", _], &Method::PUT) => {
             let body = body_json(req).await?;
             let days = days_property(&body)?.unwrap_or(90);
             let pp = bool_property(&body, "enablePurgeProtection")?.unwrap_or(false);
@@ -161,34 +414,272 @@ async fn serve(state: &Arc<AppState>, req: Request, host: &str) -> Result<Value,
                     "Soft delete is always on and cannot be disabled.",
                 ));
             }
-            let name = name.to_string();
-            let v = run(Box::new(move || {
-                svc.create_vault(&name, days, pp).map(|v| json!(v.name))
-            }))
+            let rbac = bool_property(&body, "enableRbacAuthorization")?;
+            let name = segs[1].clone();
+            let created = blocking(move || {
+                let v = svc.create_vault(&name, days, pp)?;
+                if rbac == Some(false) {
+                    svc.set_rbac_authorization(&v.name, false)?;
+                }
+                Ok(v.name)
+            })
             .await?;
-            let name = v.as_str().unwrap_or_default();
-            Ok(vault_json(state, host, &state.service.vault(name)?))
+            vault_view(state, host, &created).await
         }
-        (["management", "vaults", name], &Method::PATCH) => {
+        (["vaults", _], &Method::PATCH) => {
             let body = body_json(req).await?;
             let pp = bool_property(&body, "enablePurgeProtection")?;
             let days = days_property(&body)?;
-            let name = name.to_string();
-            run(Box::new(move || {
-                svc.update_vault(&name, pp, days).map(|v| json!(v.name))
-            }))
+            let rbac = bool_property(&body, "enableRbacAuthorization")?;
+            let name = segs[1].clone();
+            let updated = blocking(move || {
+                let v = svc.update_vault(&name, pp, days)?;
+                if let Some(rbac) = rbac {
+                    svc.set_rbac_authorization(&v.name, rbac)?;
+                }
+                Ok(v.name)
+            })
             .await?;
-            Ok(vault_json(state, host, &state.service.vault(segs[2])?))
+            vault_view(state, host, &updated).await
         }
-        (["management", "vaults", ..], _) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "The HTTP method is not allowed on this resource.",
-        )),
+
+        // ------------------------------------------------------------ role assignments
+        (["vaults", _, "roleassignments"], &Method::GET) => {
+            let vault = segs[1].clone();
+            let principal = query_param(&req, "principal");
+            let (list, roles) = blocking(move || {
+                svc.vault(&vault)?;
+                Ok((
+                    svc.list_assignments(Some(&vault), principal.as_deref())?,
+                    svc.list_roles()?,
+                ))
+            })
+            .await?;
+            let value: Vec<Value> = list.iter().map(|a| assignment_json(a, &roles)).collect();
+            Ok(json!({ "value": value }))
+        }
+        (["vaults", _, "roleassignments"], &Method::PUT) => {
+            let body = body_json(req).await?;
+            let principal = string_member(&body, "principal")?;
+            let role = string_member(&body, "role")?;
+            let key = match body.get("key") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(k)) => Some(k.clone()),
+                Some(_) => return Err(ApiError::bad("key must be a key name (a string).")),
+            };
+            let vault = segs[1].clone();
+            let (rec, roles) = blocking(move || {
+                let roles = svc.list_roles()?;
+                let wanted = roles.iter().find(|r| {
+                    r.id.eq_ignore_ascii_case(&role) || r.name.eq_ignore_ascii_case(&role)
+                });
+                if let Some(r) = wanted {
+                    if !is_admin && manages_access(&r.id) {
+                        return Ok(Err(r.name.clone()));
+                    }
+                }
+                let rec = svc.assign_role(&vault, &principal, &role, key.as_deref())?;
+                Ok(Ok((rec, roles)))
+            })
+            .await?
+            .map_err(|role| {
+                forbidden(format!(
+                    "A Key Vault Data Access Administrator cannot assign the role '{role}': only the administrator may grant roles that manage access."
+                ))
+            })?;
+            Ok(assignment_json(&rec, &roles))
+        }
+        (["vaults", _, "roleassignments", _], &Method::DELETE) => {
+            let (vault, id) = (segs[1].clone(), segs[3].clone());
+            let (rec, roles) = blocking(move || {
+                svc.vault(&vault)?;
+                let roles = svc.list_roles()?;
+                let rec = svc
+                    .list_assignments(Some(&vault), None)?
+                    .into_iter()
+                    .find(|a| a.id.eq_ignore_ascii_case(&id))
+                    .ok_or_else(|| {
+                        cmkvault_vault::VaultError::NotFound(format!(
+                            "No role assignment '{id}' exists in vault '{vault}'."
+                        ))
+                    })?;
+                if !is_admin && manages_access(&rec.role_id) {
+                    return Ok(Err(rec));
+                }
+                svc.remove_assignment(&rec.id)?;
+                Ok(Ok((rec, roles)))
+            })
+            .await?
+            .map_err(|rec| {
+                forbidden(format!(
+                    "A Key Vault Data Access Administrator cannot remove the assignment '{}': only the administrator may remove roles that manage access.",
+                    rec.id
+                ))
+            })?;
+            Ok(assignment_json(&rec, &roles))
+        }
+
+        // ------------------------------------------------------------ access policies
+        (["vaults", _, "accesspolicies"], &Method::GET) => {
+            let vault = segs[1].clone();
+            let list = blocking(move || svc.list_access_policies(&vault)).await?;
+            let value: Vec<Value> = list.iter().map(|p| policy_json(state, p)).collect();
+            Ok(json!({ "value": value }))
+        }
+        (["vaults", _, "accesspolicies", _], &Method::PUT) => {
+            let body = body_json(req).await?;
+            let keys = body
+                .get("permissions")
+                .map(|p| string_list(p, "keys"))
+                .transpose()?
+                .flatten()
+                .ok_or_else(|| {
+                    ApiError::bad(
+                        "The request body must be {\"permissions\": {\"keys\": [\"get\", ...]}}.",
+                    )
+                })?;
+            let (vault, principal) = (segs[1].clone(), segs[3].clone());
+            let rec = blocking(move || svc.set_access_policy(&vault, &principal, keys)).await?;
+            Ok(policy_json(state, &rec))
+        }
+        (["vaults", _, "accesspolicies", _], &Method::DELETE) => {
+            let (vault, principal) = (segs[1].clone(), segs[3].clone());
+            let rec = blocking(move || {
+                let p = svc.get_principal(&principal)?;
+                let rec = svc
+                    .list_access_policies(&vault)?
+                    .into_iter()
+                    .find(|r| r.principal_id == p.object_id);
+                svc.delete_access_policy(&vault, &principal)?;
+                Ok(rec)
+            })
+            .await?;
+            Ok(rec.map(|r| policy_json(state, &r)).unwrap_or(Value::Null))
+        }
+
+        // ------------------------------------------------------------ identities
+        (["identities"], &Method::GET) => {
+            let list = blocking(move || svc.list_principals()).await?;
+            let value: Vec<Value> = list.iter().map(|p| identity_json(state, p)).collect();
+            Ok(json!({ "value": value }))
+        }
+        (["identities", _], &Method::PUT) => {
+            let name = segs[1].clone();
+            let (p, secret) = blocking(move || svc.create_principal(&name)).await?;
+            let mut v = identity_json(state, &p);
+            v["clientSecret"] = json!(secret.as_str());
+            Ok(v)
+        }
+        (["identities", _], &Method::GET) => {
+            let id = segs[1].clone();
+            let p = blocking(move || svc.get_principal(&id)).await?;
+            Ok(identity_json(state, &p))
+        }
+        (["identities", _], &Method::DELETE) => {
+            let id = segs[1].clone();
+            let p = blocking(move || svc.delete_principal(&id)).await?;
+            Ok(identity_json(state, &p))
+        }
+        (["identities", _, "rotatesecret"], &Method::POST) => {
+            let id = segs[1].clone();
+            let (p, secret) = blocking(move || svc.rotate_principal_secret(&id)).await?;
+            let mut v = identity_json(state, &p);
+            v["clientSecret"] = json!(secret.as_str());
+            Ok(v)
+        }
+
+        // ------------------------------------------------------------ role definitions
+        (["roledefinitions"], &Method::GET) => {
+            let roles = blocking(move || svc.list_roles()).await?;
+            Ok(json!({ "value": roles.iter().map(role_json).collect::<Vec<_>>() }))
+        }
+        (["roledefinitions", _], &Method::GET) => {
+            let id = segs[1].clone();
+            let roles = blocking(move || svc.list_roles()).await?;
+            roles
+                .iter()
+                .find(|r| r.id.eq_ignore_ascii_case(&id) || r.name.eq_ignore_ascii_case(&id))
+                .map(role_json)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("No role '{id}' exists."),
+                    )
+                })
+        }
+        (["roledefinitions", _], &Method::PUT) => {
+            let body = body_json(req).await?;
+            let actions = string_list(&body, "dataActions")?.ok_or_else(|| {
+                ApiError::bad("The request body must have \"dataActions\": [\"Microsoft.KeyVault/...\", ...].")
+            })?;
+            let not_actions = string_list(&body, "notDataActions")?.unwrap_or_default();
+            let name = segs[1].clone();
+            let role =
+                blocking(move || svc.create_custom_role(&name, actions, not_actions)).await?;
+            Ok(role_json(&role))
+        }
+        (["roledefinitions", _], &Method::DELETE) => {
+            let id = segs[1].clone();
+            let role = blocking(move || svc.delete_custom_role(&id)).await?;
+            Ok(role_json(&role))
+        }
+
+        // ------------------------------------------------------------ denials and audit
+        (["denials"], &Method::GET) => {
+            let value: Vec<Value> = state
+                .alerts
+                .counters()
+                .into_iter()
+                .map(|(principal, vault, key, count)| {
+                    json!({
+                        "principal": principal,
+                        "vault": vault,
+                        "key": (!key.is_empty()).then_some(key),
+                        "count": count,
+                    })
+                })
+                .collect();
+            Ok(json!({ "value": value }))
+        }
+        (["audit", "checkpoint"], &Method::POST) => {
+            let log = state.audit.as_ref().ok_or_else(audit_off)?;
+            let seq = log.checkpoint().await.map_err(audit_failed)?;
+            Ok(json!({ "seq": seq }))
+        }
+        (["audit", "prune"], &Method::POST) => {
+            let log = state.audit.clone().ok_or_else(audit_off)?;
+            let body = body_json(req).await?;
+            let days = body
+                .get("olderThanDays")
+                .and_then(Value::as_u64)
+                .filter(|d| (1..=36_500).contains(d))
+                .ok_or_else(|| {
+                    ApiError::bad("olderThanDays must be a whole number of days, at least 1.")
+                })?;
+            let cutoff = (state.service.clock().now() - days as i64 * 86_400) * 1000;
+            let removed = log.prune_before(cutoff).await.map_err(audit_failed)?;
+            Ok(json!({ "removed": removed }))
+        }
+
+        _ if known_resource(&w) => Err(method_not_allowed()),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("No management operation is served at '{path}'."),
         )),
     }
+}
+
+fn audit_off() -> ApiError {
+    ApiError::bad("The audit log is off on this server (it runs without audit for benchmarking).")
+}
+
+fn audit_failed(e: cmkvault_vault::audit::AuditError) -> ApiError {
+    tracing::error!("audit maintenance failed: {e}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        format!("The audit log could not be updated: {e}"),
+    )
 }

@@ -1,5 +1,5 @@
 //! `cmkvault audit …`: verify, tail, query and export the audit log in a data directory, or
-//! verify an exported JSONL file.
+//! verify an exported JSONL file; `checkpoint` and `prune` ask the running server.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use cmkvault_crypto::PublicJwk;
 use cmkvault_store::{AuditFilter, AuditRow, SqliteAuditStore};
 use cmkvault_vault::audit::{export_line, parse_export_line, verify_chain, ChainRow};
 
-use crate::DataArgs;
+use crate::{ClientArgs, DataArgs};
 
 /// `cmkvault audit` subcommands.
 #[derive(Subcommand)]
@@ -61,6 +61,20 @@ pub enum AuditCommand {
         /// Only records at or after this time (RFC 3339 date-time or a duration ago such as 1h).
         #[arg(long)]
         since: Option<String>,
+    },
+    /// Ask the running server to append a signed checkpoint now; prints its sequence number.
+    Checkpoint {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Ask the running server to delete records older than a number of days (after a signed
+    /// checkpoint, so the log still verifies); prints how many were removed.
+    Prune {
+        /// Age in whole days, such as 90d.
+        #[arg(long)]
+        older_than: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -238,8 +252,44 @@ fn all_rows(store: &SqliteAuditStore) -> impl Iterator<Item = Result<AuditRow>> 
     })
 }
 
+/// Parses `--older-than`: a whole number of days (`90d`), at least one.
+fn parse_days(text: &str) -> Result<u64> {
+    let bad = || anyhow::anyhow!("--older-than '{text}' is not a whole number of days such as 90d");
+    let secs = crate::parse_duration(text).map_err(|_| bad())?.as_secs();
+    if secs == 0 || secs % 86_400 != 0 {
+        return Err(bad());
+    }
+    Ok(secs / 86_400)
+}
+
 /// Runs an audit subcommand.
-pub fn run(cmd: AuditCommand) -> Result<()> {
+pub async fn run(cmd: AuditCommand) -> Result<()> {
+    match cmd {
+        AuditCommand::Checkpoint { client } => {
+            let v = crate::client::Client::new(&client)?
+                .send("POST", "/management/audit/checkpoint", None)
+                .await?;
+            println!("checkpoint-seq: {}", v["seq"]);
+            Ok(())
+        }
+        AuditCommand::Prune { older_than, client } => {
+            let days = parse_days(&older_than)?;
+            let v = crate::client::Client::new(&client)?
+                .send(
+                    "POST",
+                    "/management/audit/prune",
+                    Some(serde_json::json!({ "olderThanDays": days })),
+                )
+                .await?;
+            println!("removed: {}", v["removed"]);
+            Ok(())
+        }
+        local => run_local(local),
+    }
+}
+
+/// Runs a subcommand that reads DIR/audit.db (or an export) directly.
+fn run_local(cmd: AuditCommand) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cmd {
@@ -350,6 +400,9 @@ pub fn run(cmd: AuditCommand) -> Result<()> {
                 eprintln!("exported {n} records to {}", p.display());
             }
         }
+        AuditCommand::Checkpoint { .. } | AuditCommand::Prune { .. } => {
+            bail!("checkpoint and prune run against the server")
+        }
     }
     Ok(())
 }
@@ -367,5 +420,14 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ms("2000-02-29").unwrap(), 951_782_400_000);
         assert!(parse_rfc3339_ms("yesterday").is_err());
+    }
+
+    #[test]
+    fn older_than_days() {
+        assert_eq!(parse_days("90d").unwrap(), 90);
+        assert_eq!(parse_days("48h").unwrap(), 2);
+        for bad in ["0d", "90", "1.5d", "12h", "x"] {
+            assert!(parse_days(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -87,6 +87,8 @@ impl Client {
         if !status.is_success() {
             let msg = json["error"]["message"].as_str().unwrap_or(text.as_str());
             let code = json["error"]["code"].as_str().unwrap_or("");
+            // One line: some server messages (RBAC denials) span several.
+            let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
             bail!("{} {code}: {msg}", status.as_u16());
         }
         Ok(json)
