@@ -474,7 +474,9 @@ async fn serve(
                     r.id.eq_ignore_ascii_case(&role) || r.name.eq_ignore_ascii_case(&role)
                 });
                 if let Some(r) = wanted {
-                    if !is_admin && manages_access(&r.id) {
+                    // Like Azure's default condition on the role: a delegated access manager may
+                    // grant built-in data roles only, never access management or custom roles.
+                    if !is_admin && (manages_access(&r.id) || !r.built_in) {
                         return Ok(Err(r.name.clone()));
                     }
                 }
@@ -484,7 +486,7 @@ async fn serve(
             .await?
             .map_err(|role| {
                 forbidden(format!(
-                    "A Key Vault Data Access Administrator cannot assign the role '{role}': only the administrator may grant roles that manage access."
+                    "A Key Vault Data Access Administrator cannot assign the role '{role}': only the administrator may grant roles that manage access, and custom roles."
                 ))
             })?;
             Ok(assignment_json(&rec, &roles))

@@ -1312,6 +1312,22 @@ async fn data_access_administrator_manages_assignments_of_its_vault_only() {
         let m = expect_error(&r, 403, "Forbidden");
         assert!(m.contains("only the administrator"), "{role}: {m}");
     }
+    // Nor custom roles (which could carry any dataAction).
+    ok(ts
+        .put(
+            "/management/roleDefinitions/everything-on-keys",
+            json!({"dataActions": ["Microsoft.KeyVault/vaults/*"]}),
+        )
+        .await);
+    let r = put_as(
+        &ts,
+        &dt,
+        path_a,
+        json!({"principal": "user", "role": "everything-on-keys"}),
+    )
+    .await;
+    let m = expect_error(&r, 403, "Forbidden");
+    assert!(m.contains("custom roles"), "{m}");
     let r = call(
         &ts,
         &dt,
