@@ -304,3 +304,94 @@ def name(request):
 @pytest.fixture
 def unique():
     return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Identities (service principals) and role assignments, for test_identity_sdk.py.
+#
+# `cmkvault identity create NAME` prints `key: value` lines (tenant-id, client-id, object-id,
+# display-name, client-secret); `cmkvault role assign ...` prints `assignment-id: ...`. The CLI
+# talks to https://localhost:PORT as the administrator (Server.cli sets CMKVAULT_URL,
+# CMKVAULT_TOKEN, CMKVAULT_CA and CMKVAULT_DATA).
+# ---------------------------------------------------------------------------------------------
+VAULT_SCOPE = "https://vault.azure.net/.default"
+CRYPTO_SERVICE_ENCRYPTION_USER = "Key Vault Crypto Service Encryption User"
+
+
+def parse_fields(text: str) -> dict[str, str]:
+    """`key: value` lines of CLI output as a dict (keys lower-cased)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition(":")
+        if sep and k.strip() and " " not in k.strip():
+            out[k.strip().lower()] = v.strip()
+    return out
+
+
+@dataclass
+class Identity:
+    name: str
+    tenant_id: str
+    client_id: str
+    object_id: str
+    client_secret: str
+
+
+def create_identity(server: Server, name: str) -> Identity:
+    """`cmkvault identity create NAME --secret-out FILE`; the secret is taken from FILE (or from
+    a `client-secret:` line when the file stays empty)."""
+    secret_file = server.data.parent / f"{name}-{uuid.uuid4().hex[:8]}.secret"
+    res = server.cli("identity", "create", name, "--secret-out", str(secret_file))
+    f = parse_fields(res.stdout)
+    try:
+        from_file = secret_file.read_text().strip()
+    except OSError:
+        from_file = ""
+    if from_file:
+        # the CLI then prints `client-secret: written to FILE` instead of the secret
+        assert from_file not in res.stdout, "the secret was printed although --secret-out was given"
+        f["client-secret"] = from_file
+    missing = [
+        k
+        for k in ("tenant-id", "client-id", "object-id", "display-name", "client-secret")
+        if not f.get(k)
+    ]
+    if missing:
+        raise AssertionError(
+            f"cmkvault identity create {name}: missing {missing} in output:\n{res.stdout}"
+        )
+    assert f["display-name"] == name, res.stdout
+    return Identity(name, f["tenant-id"], f["client-id"], f["object-id"], f["client-secret"])
+
+
+def assign_role(
+    server: Server, vault: str, principal: str, role: str, key: str | None = None
+) -> str:
+    """Assigns a role (vault scope, or key scope with ``key``); returns the assignment id."""
+    args = ["role", "assign", "--vault", vault, "--principal", principal, "--role", role]
+    if key is not None:
+        args += ["--key", key]
+    res = server.cli(*args)
+    aid = parse_fields(res.stdout).get("assignment-id")
+    if not aid:
+        raise AssertionError(f"cmkvault {' '.join(args)}: no assignment-id in:\n{res.stdout}")
+    return aid
+
+
+def remove_role(server: Server, vault: str, assignment_id: str) -> None:
+    server.cli("role", "remove", "--vault", vault, assignment_id)
+
+
+def secret_credential(server: Server, ident: Identity, secret: str | None = None):
+    """azure.identity.ClientSecretCredential against the server's Entra-shaped token endpoint."""
+    from azure.identity import ClientSecretCredential
+
+    return ClientSecretCredential(
+        ident.tenant_id,
+        ident.client_id,
+        ident.client_secret if secret is None else secret,
+        authority=f"https://localhost:{server.port}",
+        disable_instance_discovery=True,
+        connection_verify=server.ca,
+        **TIMEOUTS,
+    )

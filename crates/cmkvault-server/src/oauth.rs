@@ -39,6 +39,23 @@ pub(crate) fn is_oauth_path(path: &str) -> bool {
     )
 }
 
+/// Whether a requested scope is the vault's: `https://vault.azure.net/.default`, or
+/// `https://<vault-domain>[:port]/.default`, which is what the SDKs derive from this server's
+/// challenge (`resource + "/.default"`). Either way the token's audience is the vault audience.
+fn is_vault_scope(scope: &str, vault_domain: &str) -> bool {
+    let Some(host) = scope
+        .trim_end_matches('/')
+        .strip_prefix("https://")
+        .and_then(|r| r.strip_suffix("/.default"))
+        .map(|h| h.trim_end_matches('/'))
+    else {
+        return false;
+    };
+    let (name, port) = crate::api::split_host(host);
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    port_ok && (name.eq_ignore_ascii_case("vault.azure.net") || name.eq_ignore_ascii_case(vault_domain))
+}
+
 /// An OAuth error response.
 pub(crate) fn oauth_error(
     status: StatusCode,
@@ -221,12 +238,15 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
     let scope = form.get("scope").cloned().unwrap_or_default();
     if !scope
         .split_whitespace()
-        .any(|s| s.trim_end_matches('/') == "https://vault.azure.net/.default")
+        .any(|s| is_vault_scope(s, &state.vault_domain))
     {
         return bad(
             "invalid_scope",
             1002012,
-            &format!("The provided value for scope '{scope}' is not valid. Client credential flows must request https://vault.azure.net/.default."),
+            &format!(
+                "The provided value for scope '{scope}' is not valid. Client credential flows must request https://vault.azure.net/.default or https://{}/.default.",
+                state.vault_domain
+            ),
             "invalid scope",
         );
     }
@@ -328,5 +348,31 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
         oid: Some(principal.object_id),
         appid: Some(principal.client_id),
         reason: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_vault_scope;
+
+    #[test]
+    fn vault_scopes() {
+        for ok in [
+            "https://vault.azure.net/.default",
+            "https://vault.azure.net//.default",
+            "https://vault.local:8443/.default",
+            "https://VAULT.LOCAL/.default",
+        ] {
+            assert!(is_vault_scope(ok, "vault.local"), "{ok}");
+        }
+        for bad in [
+            "https://management.azure.com/.default",
+            "https://evil.vault.local:8443/.default",
+            "https://vault.local:x/.default",
+            "http://vault.local/.default",
+            "https://vault.local:8443",
+        ] {
+            assert!(!is_vault_scope(bad, "vault.local"), "{bad}");
+        }
     }
 }
