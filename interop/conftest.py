@@ -70,6 +70,7 @@ class Server:
     token: str
     proc: subprocess.Popen
     log_path: Path
+    imds_port: int = 0
 
     @property
     def url(self) -> str:
@@ -169,6 +170,7 @@ def server(tmp_path_factory):
     data = base / "data"
     log_path = base / "server.log"
     port = _free_port()
+    imds_port = _free_port()
     env = dict(os.environ)
     env.setdefault("CMKVAULT_LOG", "info,cmkvault_server=debug")
     env["NO_COLOR"] = "1"
@@ -184,6 +186,11 @@ def server(tmp_path_factory):
             f"127.0.0.1:{port}",
             "--vault-domain",
             VAULT_DOMAIN,
+            # The IMDS-shaped managed-identity endpoint, handing out identity "mi-host".
+            "--imds-listen",
+            f"127.0.0.1:{imds_port}",
+            "--imds-identity",
+            "mi-host",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -202,7 +209,7 @@ def server(tmp_path_factory):
         )
         if tok.returncode != 0 or not tok.stdout.strip():
             raise RuntimeError(f"cmkvault token failed: {tok.stderr}")
-        srv = Server(resolved, data, port, tok.stdout.strip(), proc, log_path)
+        srv = Server(resolved, data, port, tok.stdout.strip(), proc, log_path, imds_port)
         yield srv
     finally:
         if proc.poll() is None:

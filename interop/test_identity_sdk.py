@@ -359,3 +359,36 @@ def test_rotate_secret_replaces_old_secret(server):
     tok = secret_credential(server, ident, secret=new).get_token(VAULT_SCOPE)
     assert jwt_payload(tok.token)["oid"] == ident.object_id
     server.cli("identity", "delete", ident.name)
+
+
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mi_host(server, targets) -> Identity:
+    """The host's managed identity (the server hands out "mi-host" on its IMDS endpoint)."""
+    ident = create_identity(server, "mi-host")
+    for t in targets.values():
+        assign_role(server, t.vault, "mi-host", CRYPTO_SERVICE_ENCRYPTION_USER, key=KEK)
+    return ident
+
+
+def test_managed_identity_credential_through_the_imds_endpoint(server, target, mi_host, monkeypatch):
+    """ManagedIdentityCredential, pointed at the server's IMDS-shaped endpoint, gets tokens for
+    the host's identity (mi-host) and is bound by that identity's role like any other caller."""
+    from azure.identity import ManagedIdentityCredential
+
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{server.imds_port}")
+    cred = ManagedIdentityCredential()
+    tok = cred.get_token(VAULT_SCOPE)
+    claims = jwt_payload(tok.token)
+    assert claims["aud"] == "https://vault.azure.net"
+    assert claims["oid"] == mi_host.object_id
+
+    kc = KeyClient(target.url, cred, **target.opts)
+    key = kc.get_key(KEK)
+    assert key.id == target.kek_id
+    rec = Recorder()
+    wrap_unwrap_round_trip(CryptographyClient(key, cred, **target.opts), rec)
+    assert rec.posts() == ["unwrapkey"], rec.seen
+    with pytest.raises(HttpResponseError) as ei:
+        CryptographyClient(key, cred, **target.opts).sign(SignatureAlgorithm.rs256, os.urandom(32))
+    assert_forbidden(ei)

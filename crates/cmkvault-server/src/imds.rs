@@ -90,12 +90,12 @@ fn issue(imds: &Imds, req: &Request) -> (Response, Option<(String, String)>) {
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let resource = param("resource").unwrap_or_default().trim_end_matches('/');
     let resource = resource.strip_suffix("/.default").unwrap_or(resource);
-    if resource != "https://vault.azure.net" {
+    if !crate::oauth::is_vault_resource(resource, &imds.state.vault_domain) {
         return (
             error(
                 StatusCode::BAD_REQUEST,
                 "invalid_resource",
-                "This endpoint issues tokens for resource https://vault.azure.net only.",
+                "This endpoint issues tokens for the vault only (https://vault.azure.net or the vault domain).",
             ),
             None,
         );

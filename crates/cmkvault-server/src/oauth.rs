@@ -42,18 +42,23 @@ pub(crate) fn is_oauth_path(path: &str) -> bool {
 /// Whether a requested scope is the vault's: `https://vault.azure.net/.default`, or
 /// `https://<vault-domain>[:port]/.default`, which is what the SDKs derive from this server's
 /// challenge (`resource + "/.default"`). Either way the token's audience is the vault audience.
-fn is_vault_scope(scope: &str, vault_domain: &str) -> bool {
-    let Some(host) = scope
+pub(crate) fn is_vault_scope(scope: &str, vault_domain: &str) -> bool {
+    scope
         .trim_end_matches('/')
-        .strip_prefix("https://")
-        .and_then(|r| r.strip_suffix("/.default"))
-        .map(|h| h.trim_end_matches('/'))
-    else {
+        .strip_suffix("/.default")
+        .is_some_and(|resource| is_vault_resource(resource, vault_domain))
+}
+
+/// Whether a resource URI names the vault: `https://vault.azure.net` or
+/// `https://<vault-domain>[:port]` (trailing slashes ignored).
+pub(crate) fn is_vault_resource(resource: &str, vault_domain: &str) -> bool {
+    let Some(host) = resource.trim_end_matches('/').strip_prefix("https://") else {
         return false;
     };
     let (name, port) = crate::api::split_host(host);
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
-    port_ok && (name.eq_ignore_ascii_case("vault.azure.net") || name.eq_ignore_ascii_case(vault_domain))
+    port_ok
+        && (name.eq_ignore_ascii_case("vault.azure.net") || name.eq_ignore_ascii_case(vault_domain))
 }
 
 /// An OAuth error response.
