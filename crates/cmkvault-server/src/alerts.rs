@@ -187,9 +187,11 @@ async fn deliver(url: String, mut rx: mpsc::Receiver<Value>, opts: AlertOptions)
             return;
         }
     };
+    // At least one attempt; the last one never waits a backoff before the next alert.
+    let attempts = opts.max_attempts.max(1);
     while let Some(event) = rx.recv().await {
         let mut delay = opts.first_backoff;
-        for attempt in 1..=opts.max_attempts.max(1) {
+        for attempt in 1..=attempts {
             let sent = client
                 .post(&url)
                 .header(
@@ -208,7 +210,7 @@ async fn deliver(url: String, mut rx: mpsc::Receiver<Value>, opts: AlertOptions)
                 ),
                 Err(e) => tracing::warn!(attempt, "alert webhook unreachable: {e}"),
             }
-            if attempt == opts.max_attempts {
+            if attempt == attempts {
                 tracing::error!("alert dropped after {attempt} attempts");
                 break;
             }

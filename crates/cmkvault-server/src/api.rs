@@ -232,6 +232,8 @@ pub(crate) struct AuditInfo {
     pub api_version: String,
     /// Caller.
     pub claims: Option<Claims>,
+    /// The client id an unauthenticated caller claimed (a failed token request), truncated.
+    pub claimed_appid: Option<String>,
     /// Key id touched.
     pub key_id: Option<String>,
     /// Short reason on failure (error code), never a secret.
@@ -249,6 +251,22 @@ fn header_text(req: &Request, name: impl header::AsHeaderName) -> Option<String>
 
 /// Entry point for every request: run it, record it in the audit log (fail-closed), answer.
 pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    // The request runs on its own task: a client that goes away (HTTP/2 stream reset, closed
+    // connection) drops this future, which must not stop an operation between its effect and
+    // its audit record.
+    match tokio::spawn(handle_request(state, req)).await {
+        Ok(resp) => resp,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The server is shutting down.",
+        )
+        .into_response(),
+    }
+}
+
+async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let time_ms = now_ms();
     let method = req.method().clone();
@@ -284,7 +302,11 @@ pub(crate) async fn handle(State(state): State<Arc<AppState>>, req: Request) -> 
             duration_ms: started.elapsed().as_millis() as u64,
             caller_ip,
             oid: info.claims.as_ref().map(|c| c.oid.clone()),
-            appid: info.claims.as_ref().map(|c| c.appid.clone()),
+            appid: info
+                .claims
+                .as_ref()
+                .map(|c| c.appid.clone())
+                .or(info.claimed_appid),
             request_uri,
             key_id: info.key_id,
             correlation_id,
@@ -370,6 +392,9 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
         let out = crate::oauth::handle(state.clone(), req, &host).await;
         info.operation = out.operation.to_string();
         info.description = out.reason;
+        if out.oid.is_none() {
+            info.claimed_appid = out.appid.as_deref().map(|a| a.chars().take(256).collect());
+        }
         info.claims = out.oid.map(|oid| Claims {
             oid: oid.clone(),
             sub: oid,

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time_ms);
 CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, seq);
+CREATE INDEX IF NOT EXISTS audit_checkpoints ON audit (seq) WHERE kind = 'checkpoint';
 "#;
 
 /// One stored audit row.
@@ -170,6 +171,23 @@ impl SqliteAuditStore {
         })
     }
 
+    /// The newest checkpoint written at or before `time_ms` (where pruning may start the log).
+    pub fn last_checkpoint_at_or_before(&self, time_ms: i64) -> StoreResult<Option<AuditRow>> {
+        // `+time_ms` keeps SQLite on the small checkpoint index, newest first, instead of
+        // range-scanning the time index over every older row.
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {COLS} FROM audit WHERE kind = 'checkpoint' AND +time_ms <= ?1
+                     ORDER BY seq DESC LIMIT 1"
+                ),
+                [time_ms],
+                row,
+            )
+            .optional()?)
+        })
+    }
+
     /// Rows matching a filter, in sequence order.
     pub fn query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
         self.with(|c| {
@@ -243,5 +261,41 @@ mod tests {
         assert_eq!(s.query(&f).unwrap().len(), 1);
         assert_eq!(s.prune_through(2).unwrap(), 2);
         assert_eq!(s.query(&AuditFilter::default()).unwrap()[0].seq, 3);
+    }
+
+    #[test]
+    fn newest_checkpoint_before_a_time_uses_the_checkpoint_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteAuditStore::open(&dir.path().join("a.db"), Duration::from_secs(1)).unwrap();
+        let rows: Vec<AuditRow> = (1..=50)
+            .map(|seq| {
+                let mut x = r(seq, "KeyGet");
+                if seq % 10 == 0 {
+                    x.kind = "checkpoint".into();
+                    x.operation = "AuditCheckpoint".into();
+                }
+                x
+            })
+            .collect();
+        s.append(&rows).unwrap();
+        let at = |t: i64| s.last_checkpoint_at_or_before(t).unwrap().map(|x| x.seq);
+        assert_eq!(at(9_999), None);
+        assert_eq!(at(10_000), Some(10));
+        assert_eq!(at(35_500), Some(30));
+        assert_eq!(at(i64::MAX), Some(50));
+        // Pruning runs this on every maintenance tick: it must not scan the whole log.
+        let plan: String = s
+            .with(|c| {
+                let mut st = c.prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT {COLS} FROM audit WHERE kind = 'checkpoint'
+                     AND +time_ms <= 1 ORDER BY seq DESC LIMIT 1"
+                ))?;
+                let details = st
+                    .query_map([], |r| r.get::<_, String>(3))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(details.join("; "))
+            })
+            .unwrap();
+        assert!(plan.contains("audit_checkpoints"), "{plan}");
     }
 }

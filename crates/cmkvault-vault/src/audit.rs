@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_crypto::{PublicJwk, TokenSigningKey};
-use cmkvault_store::{AuditFilter, AuditRow, SqliteAuditStore, StoreError};
+use cmkvault_store::{AuditRow, SqliteAuditStore, StoreError};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -440,7 +440,11 @@ impl AuditLog {
     /// the log always starts at a signed checkpoint. Returns how many rows were removed.
     pub async fn prune_before(&self, cutoff_ms: i64) -> Result<usize, AuditError> {
         self.checkpoint().await?;
-        prune_store(&self.store, cutoff_ms)
+        // SQLite work stays off the async workers, like every other blocking call.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || prune_store(&store, cutoff_ms))
+            .await
+            .map_err(|e| AuditError::Write(format!("the pruning task failed: {e}")))?
     }
 
     /// The audit database (for queries).
@@ -451,19 +455,12 @@ impl AuditLog {
 
 /// The pruning rule of [`AuditLog::prune_before`], for a store that has a fresh checkpoint.
 pub fn prune_store(store: &SqliteAuditStore, cutoff_ms: i64) -> Result<usize, AuditError> {
-    let checkpoints = store.query(&AuditFilter {
-        operation: Some("AuditCheckpoint".into()),
-        ..Default::default()
-    })?;
-    let Some(keep_from) = checkpoints
-        .iter()
-        .filter(|c| c.kind == "checkpoint" && c.time_ms <= cutoff_ms)
-        .map(|c| c.seq)
-        .max()
-    else {
+    // One indexed lookup: reading every checkpoint row (a scan of the whole log under the
+    // store's lock) on each maintenance tick stalled all audit writes on a large log.
+    let Some(keep_from) = store.last_checkpoint_at_or_before(cutoff_ms)? else {
         return Ok(0);
     };
-    Ok(store.prune_through(keep_from - 1)?)
+    Ok(store.prune_through(keep_from.seq - 1)?)
 }
 
 /// The outcome of a successful verification.

@@ -442,3 +442,46 @@ pub fn random(n: usize) -> Vec<u8> {
     aws_lc_rs::rand::fill(&mut v).expect("rng");
     v
 }
+
+// ------------------------------------------------------------------ custom options (audit tests)
+
+impl TestServer {
+    /// Starts a server over a fresh temporary data directory with `opts` as given (build them
+    /// with `ServerOptions { ..., ..options() }` to keep the free port and idle maintenance).
+    pub async fn start_with(opts: ServerOptions) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = datadir::open(dir.path(), None).expect("open data dir");
+        let srv = cmkvault_server::start(&data, opts)
+            .await
+            .expect("start server");
+        let now = srv.service.clock().now();
+        let token = srv
+            .tokens
+            .issue(BOOTSTRAP_ADMIN_OID, "test", now, TOKEN_TTL)
+            .expect("issue token");
+        let client = http_client(&dir.path().join("tls").join("ca.pem"));
+        let base = format!("https://localhost:{}", srv.addr.port());
+        TestServer {
+            dir,
+            srv,
+            client,
+            base,
+            token,
+        }
+    }
+}
+
+/// Sends a request without [`check_response`], for tests that expect a 5xx.
+pub async fn send_unchecked(rb: reqwest::RequestBuilder) -> Resp {
+    let resp = rb.send().await.expect("request reaches the test server");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.expect("response body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    (status, headers, body)
+}

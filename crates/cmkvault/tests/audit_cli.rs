@@ -1,0 +1,737 @@
+//! `cmkvault audit verify|tail|query|export` end to end on the binary: a log made by
+//! `cmkvault serve` verifies; edited, deleted and reordered rows, edited export lines and
+//! forged checkpoint signatures are each reported as one `error:` line naming the record.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use cmkvault_store::SqliteAuditStore;
+use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions};
+use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cmkvault");
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------------ process helpers
+
+/// A command with a clean environment: no inherited `CMKVAULT_*`, no backtraces, no proxies.
+fn cmkvault(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("CMKVAULT_") || k.to_ascii_lowercase().ends_with("_proxy") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
+    c.stdin(Stdio::null());
+    c
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command to completion (killed after [`TIMEOUT`]), output captured in files.
+fn run(mut cmd: Command, scratch: &Path) -> Output {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let id = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let out_path = scratch.join(format!("out-{id}.txt"));
+    let err_path = scratch.join(format!("err-{id}.txt"));
+    cmd.stdout(std::fs::File::create(&out_path).unwrap());
+    cmd.stderr(std::fs::File::create(&err_path).unwrap());
+    let mut child = cmd.spawn().expect("spawn cmkvault");
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cmkvault did not finish within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+fn audit(args: &[&str], scratch: &Path) -> Output {
+    let mut all = vec!["audit"];
+    all.extend_from_slice(args);
+    run(cmkvault(&all), scratch)
+}
+
+#[track_caller]
+fn success(o: Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}): stdout={} stderr={}",
+        o.status,
+        o.stdout,
+        o.stderr
+    );
+    o.stdout
+}
+
+/// Asserts a failure with exactly one `error:` line on stderr; returns that line.
+#[track_caller]
+fn one_error_line(o: Output, what: &str) -> String {
+    assert!(
+        !o.status.success(),
+        "{what} should fail: stdout={}",
+        o.stdout
+    );
+    assert_ne!(o.status.code(), None, "{what} was killed by a signal");
+    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected one stderr line, got:\n{}",
+        o.stderr
+    );
+    assert!(lines[0].starts_with("error:"), "{what}: {}", lines[0]);
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!o.stderr.contains(bad), "{what}: {}", o.stderr);
+    }
+    assert!(!o.stdout.contains("audit chain OK"), "{what}: {}", o.stdout);
+    lines[0].to_string()
+}
+
+/// Asserts `audit verify` fails naming `seq` as the broken record; returns the line.
+#[track_caller]
+fn broken_at(o: Output, seq: i64, what: &str) -> String {
+    let line = one_error_line(o, what);
+    assert!(
+        line.starts_with(&format!("error: audit chain broken at record {seq}: ")),
+        "{what}: {line}"
+    );
+    line
+}
+
+/// A `cmkvault serve` child, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(data: &Path, scratch: &Path) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = scratch.join(format!("serve-{port}.log"));
+        let mut cmd = cmkvault(&[
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        cmd.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().expect("spawn serve");
+        let mut server = Server { child, port, log };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = server.child.try_wait().expect("wait") {
+                panic!(
+                    "serve exited early ({status}): {}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "serve did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// An HTTPS client trusting `DATA/tls/ca.pem`, with `localhost` pinned to 127.0.0.1.
+fn https_client(data: &Path, port: u16) -> reqwest::Client {
+    let pem = std::fs::read(data.join("tls").join("ca.pem")).expect("ca.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Copies a directory tree (the data directory, for tampering with a copy).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of `data` in `scratch/name` with `sql` applied to its audit.db.
+fn tampered(data: &Path, scratch: &Path, name: &str, sql: &str) -> PathBuf {
+    let copy = scratch.join(name);
+    copy_dir(data, &copy);
+    let db = rusqlite::Connection::open(copy.join("audit.db")).unwrap();
+    db.execute_batch(sql).unwrap();
+    drop(db);
+    copy
+}
+
+fn row_count(data: &Path) -> i64 {
+    let db = rusqlite::Connection::open(data.join("audit.db")).unwrap();
+    db.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn verify(data: &Path, scratch: &Path) -> Output {
+    audit(&["verify", "--data", data.to_str().unwrap()], scratch)
+}
+
+/// The sequence number at the start of a human-readable `tail`/`query` line.
+fn seq_of_line(line: &str) -> i64 {
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+// ------------------------------------------------------------------ a log made by `serve`
+
+#[test]
+fn verify_tail_query_export_and_tamper_detection() {
+    let tmp = TempDir::new().unwrap();
+    let scratch = tmp.path();
+    let data = scratch.join("data");
+    let server = Server::start(&data, scratch);
+    let token = success(
+        run(
+            cmkvault(&["token", "--data", data.to_str().unwrap()]),
+            scratch,
+        ),
+        "token",
+    )
+    .trim()
+    .to_string();
+
+    // Ten requests: create, six successful gets, a 404, a 401 and a list.
+    let base = format!("https://localhost:{}", server.port);
+    let client = https_client(&data, server.port);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan: Vec<(&str, String, bool, u16)> = vec![
+        ("POST", "/keys/k1/create".into(), true, 200),
+        ("GET", "/keys/k1".into(), true, 200),
+        ("GET", "/keys/k1".into(), true, 200),
+        ("GET", "/keys/k1".into(), true, 200),
+        ("GET", "/keys/k1".into(), true, 200),
+        ("GET", "/keys/missing".into(), true, 404),
+        ("GET", "/keys/k1".into(), false, 401),
+        ("GET", "/keys".into(), true, 200),
+        ("GET", "/keys/k1".into(), true, 200),
+        ("GET", "/keys/k1".into(), true, 200),
+    ];
+    rt.block_on(async {
+        for (method, path, auth, want) in &plan {
+            let url = format!("{base}{path}?api-version=7.6");
+            let mut rb = match *method {
+                "POST" => client
+                    .post(&url)
+                    .json(&json!({"kty": "EC", "crv": "P-256"})),
+                _ => client.get(&url),
+            };
+            if *auth {
+                rb = rb.bearer_auth(&token);
+            }
+            let status = rb.send().await.expect("request").status().as_u16();
+            assert_eq!(status, *want, "{method} {path}");
+        }
+    });
+
+    // Verify works while the server runs, and after it stops.
+    let out = success(verify(&data, scratch), "verify (server running)");
+    assert!(
+        out.starts_with("audit chain OK: 10 records (1 to 10)"),
+        "{out}"
+    );
+    drop(server);
+    let out = success(verify(&data, scratch), "verify");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("audit chain OK: 10 records (1 to 10)"),
+        "{out}"
+    );
+    assert_eq!(row_count(&data), 10);
+
+    // (a) An edited record.
+    let d = tampered(
+        &data,
+        scratch,
+        "edited",
+        r#"UPDATE audit SET record = replace(record, '"httpStatusCode":404', '"httpStatusCode":200') WHERE seq = 6;"#,
+    );
+    assert_eq!(row_count(&d), 10);
+    let line = broken_at(verify(&d, scratch), 6, "an edited record");
+    assert!(line.contains("edited"), "{line}");
+    // ...also when only an indexed column is left alone and the text changes subtly.
+    let d = tampered(
+        &data,
+        scratch,
+        "edited-oid",
+        &format!(
+            "UPDATE audit SET record = replace(record, '{BOOTSTRAP_ADMIN_OID}', '00000000-0000-0000-0000-00000000beef') WHERE seq = 3;"
+        ),
+    );
+    broken_at(verify(&d, scratch), 3, "an edited caller");
+
+    // (b) A deleted middle row.
+    let d = tampered(
+        &data,
+        scratch,
+        "deleted",
+        "DELETE FROM audit WHERE seq = 5;",
+    );
+    let line = broken_at(verify(&d, scratch), 5, "a deleted row");
+    assert!(line.contains("missing"), "{line}");
+    // A deleted first row: the log no longer starts at record 1 or a checkpoint.
+    let d = tampered(
+        &data,
+        scratch,
+        "deleted-first",
+        "DELETE FROM audit WHERE seq = 1;",
+    );
+    broken_at(verify(&d, scratch), 2, "a deleted first row");
+
+    // (c) Two rows swapped (contents moved, sequence numbers kept).
+    let swap = |a: i64, b: i64, cols: &str| {
+        let set: Vec<String> = cols
+            .split(',')
+            .map(|c| format!("{c} = (SELECT {c} FROM t WHERE seq = CASE audit.seq WHEN {a} THEN {b} ELSE {a} END)"))
+            .collect();
+        format!(
+            "CREATE TEMP TABLE t AS SELECT * FROM audit WHERE seq IN ({a}, {b});
+             UPDATE audit SET {} WHERE seq IN ({a}, {b});",
+            set.join(", ")
+        )
+    };
+    let d = tampered(
+        &data,
+        scratch,
+        "swapped",
+        &swap(
+            3,
+            7,
+            "record,prev_hash,hash,time_ms,operation,result,principal,vault",
+        ),
+    );
+    let line = broken_at(verify(&d, scratch), 3, "two swapped rows");
+    assert!(line.contains("reordered"), "{line}");
+    let d = tampered(
+        &data,
+        scratch,
+        "swapped-records",
+        &swap(4, 8, "record,hash"),
+    );
+    broken_at(verify(&d, scratch), 4, "two swapped records");
+
+    // Export, and verify the export.
+    let file = scratch.join("audit.jsonl");
+    let o = audit(
+        &[
+            "export",
+            "--format",
+            "jsonl",
+            "-o",
+            file.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        scratch,
+    );
+    assert!(o.stderr.contains("exported 10 records"), "{}", o.stderr);
+    success(o, "export");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10);
+    for (i, l) in lines.iter().enumerate() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["seq"], i as i64 + 1);
+        assert!(v["hash"].is_string() && v["prevHash"].is_string());
+        assert_eq!(v["category"], "AuditEvent");
+    }
+    let verify_file = |f: &Path| {
+        audit(
+            &[
+                "verify",
+                "--file",
+                f.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            scratch,
+        )
+    };
+    let out = success(verify_file(&file), "verify --file");
+    assert!(
+        out.starts_with("audit chain OK: 10 records (1 to 10)"),
+        "{out}"
+    );
+    // An edited line.
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    assert!(edited[3].contains("\"resultSignature\":\"OK\""));
+    edited[3] = edited[3].replace(
+        "\"resultSignature\":\"OK\"",
+        "\"resultSignature\":\"NotFound\"",
+    );
+    let f = scratch.join("edited.jsonl");
+    std::fs::write(&f, edited.join("\n") + "\n").unwrap();
+    broken_at(verify_file(&f), 4, "an edited export line");
+    // A removed line.
+    let mut fewer: Vec<&str> = lines.clone();
+    fewer.remove(6);
+    let f = scratch.join("fewer.jsonl");
+    std::fs::write(&f, fewer.join("\n") + "\n").unwrap();
+    broken_at(verify_file(&f), 7, "a removed export line");
+    // Two lines swapped.
+    let mut swapped: Vec<&str> = lines.clone();
+    swapped.swap(1, 8);
+    let f = scratch.join("swapped.jsonl");
+    std::fs::write(&f, swapped.join("\n") + "\n").unwrap();
+    one_error_line(verify_file(&f), "swapped export lines");
+    // Not an export at all.
+    let f = scratch.join("garbage.jsonl");
+    std::fs::write(&f, format!("{}\nnot json\n", lines[0])).unwrap();
+    let line = one_error_line(verify_file(&f), "a garbage line");
+    assert!(line.contains("line 2"), "{line}");
+    let line = one_error_line(
+        audit(
+            &[
+                "export",
+                "--format",
+                "csv",
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            scratch,
+        ),
+        "export --format csv",
+    );
+    assert!(line.contains("csv"), "{line}");
+
+    // tail -n 3: the last three records.
+    let d = data.to_str().unwrap();
+    let out = success(audit(&["tail", "-n", "3", "--data", d], scratch), "tail");
+    let seqs: Vec<i64> = out.lines().map(seq_of_line).collect();
+    assert_eq!(seqs, vec![8, 9, 10], "{out}");
+    let out = success(
+        audit(&["tail", "-n", "3", "--json", "--data", d], scratch),
+        "tail --json",
+    );
+    let seqs: Vec<i64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, vec![8, 9, 10], "{out}");
+
+    // query --op KeyGet --result OK: the six successful gets, nothing else.
+    let out = success(
+        audit(
+            &["query", "--op", "KeyGet", "--result", "OK", "--data", d],
+            scratch,
+        ),
+        "query",
+    );
+    let seqs: Vec<i64> = out.lines().map(seq_of_line).collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5, 9, 10], "{out}");
+    assert!(out
+        .lines()
+        .all(|l| l.contains("KeyGet") && l.contains(" OK ")));
+    let out = success(
+        audit(
+            &[
+                "query", "--op", "keyget", "--result", "notfound", "--json", "--data", d,
+            ],
+            scratch,
+        ),
+        "query (case-insensitive, json)",
+    );
+    let recs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 1, "{out}");
+    assert_eq!(recs[0]["seq"], 6);
+    assert_eq!(recs[0]["properties"]["httpStatusCode"], 404);
+    let out = success(
+        audit(&["query", "--op", "Authentication", "--data", d], scratch),
+        "query Authentication",
+    );
+    assert_eq!(out.lines().map(seq_of_line).collect::<Vec<_>>(), vec![7]);
+    let out = success(
+        audit(
+            &["query", "--principal", BOOTSTRAP_ADMIN_OID, "--data", d],
+            scratch,
+        ),
+        "query --principal",
+    );
+    assert_eq!(out.lines().count(), 9, "{out}");
+
+    // --since: a duration ago or an RFC 3339 time; anything else is one error line.
+    let out = success(
+        audit(&["query", "--since", "1h", "--data", d], scratch),
+        "since 1h",
+    );
+    assert_eq!(out.lines().count(), 10, "{out}");
+    let out = success(
+        audit(
+            &["query", "--since", "2099-01-01T00:00:00Z", "--data", d],
+            scratch,
+        ),
+        "since the future",
+    );
+    assert_eq!(out.lines().count(), 0, "{out}");
+    let out = success(
+        audit(
+            &[
+                "query",
+                "--since",
+                "2000-01-01T00:00:00Z",
+                "--limit",
+                "4",
+                "--data",
+                d,
+            ],
+            scratch,
+        ),
+        "since 2000, limit 4",
+    );
+    assert_eq!(
+        out.lines().map(seq_of_line).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    for bad in ["yesterday", "1y", "2026-13-01T00:00:00Z"] {
+        let line = one_error_line(
+            audit(&["query", "--since", bad, "--data", d], scratch),
+            &format!("--since {bad}"),
+        );
+        assert!(line.contains("--since"), "{line}");
+    }
+    let line = one_error_line(
+        audit(&["export", "--since", "soon", "--data", d], scratch),
+        "export --since soon",
+    );
+    assert!(line.contains("--since"), "{line}");
+
+    // A data directory without an audit log.
+    let empty = scratch.join("no-audit");
+    std::fs::create_dir_all(&empty).unwrap();
+    for sub in ["tail", "query"] {
+        let line = one_error_line(
+            audit(&[sub, "--data", empty.to_str().unwrap()], scratch),
+            sub,
+        );
+        assert!(line.contains("audit.db"), "{line}");
+    }
+}
+
+// ------------------------------------------------------------------ signed checkpoints
+
+/// Writes `n` events through the audit writer itself, a checkpoint every `every`.
+fn make_log(data: &Path, n: usize, every: u64) {
+    let dir = cmkvault_server::datadir::open(data, None).expect("open data dir");
+    let store =
+        SqliteAuditStore::open(&data.join("audit.db"), Duration::from_secs(5)).expect("audit.db");
+    let signer =
+        cmkvault_crypto::TokenSigningKey::from_pkcs8(&dir.tokens.signing_key().to_pkcs8()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let log = AuditLog::start(
+            Arc::new(store),
+            signer,
+            dir.tokens.tenant_id().to_string(),
+            AuditOptions {
+                checkpoint_every: every,
+                checkpoint_interval: Duration::from_secs(3600),
+                ..AuditOptions::default()
+            },
+        )
+        .unwrap();
+        for i in 0..n {
+            log.record(&AuditEvent {
+                time_ms: 1_795_442_250_000 + i as i64,
+                vault: "default".into(),
+                operation: "KeyUnwrap".into(),
+                api_version: "7.6".into(),
+                status: 200,
+                result_signature: "OK".into(),
+                oid: Some(BOOTSTRAP_ADMIN_OID.into()),
+                request_uri: format!("https://localhost/keys/k{i}/unwrapkey"),
+                correlation_id: format!("cp-{i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    });
+}
+
+/// The JWK of a token-signing public key, as the JWKS endpoint serves it.
+fn jwks(jwk: &cmkvault_crypto::PublicJwk) -> String {
+    json!({"keys": [{
+        "kty": "EC", "crv": "P-256",
+        "x": B64URL.encode(jwk.x.as_ref().unwrap()),
+        "y": B64URL.encode(jwk.y.as_ref().unwrap()),
+    }]})
+    .to_string()
+}
+
+#[test]
+fn checkpoint_signatures_are_verified() {
+    let tmp = TempDir::new().unwrap();
+    let scratch = tmp.path();
+    let data = scratch.join("data");
+    make_log(&data, 10, 4);
+    assert_eq!(row_count(&data), 12, "10 events and 2 checkpoints");
+    let out = success(verify(&data, scratch), "verify");
+    assert_eq!(
+        out.trim(),
+        "audit chain OK: 12 records (1 to 12), 2 signed checkpoints, last checkpoint at 10, 2 records after it"
+    );
+
+    // With the public key given explicitly (what an auditor without DIR's root key does).
+    let public = cmkvault_server::datadir::open(&data, None)
+        .unwrap()
+        .tokens
+        .public_jwk();
+    let key_file = scratch.join("jwks.json");
+    std::fs::write(&key_file, jwks(&public)).unwrap();
+    let file = scratch.join("export.jsonl");
+    success(
+        audit(
+            &[
+                "export",
+                "-o",
+                file.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            scratch,
+        ),
+        "export",
+    );
+    let elsewhere = scratch.join("auditor");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let verify_with = |key: &Path, f: &Path| {
+        audit(
+            &[
+                "verify",
+                "--file",
+                f.to_str().unwrap(),
+                "--public-key",
+                key.to_str().unwrap(),
+                "--data",
+                elsewhere.to_str().unwrap(),
+            ],
+            scratch,
+        )
+    };
+    let out = success(verify_with(&key_file, &file), "verify --public-key");
+    assert!(out.contains("2 signed checkpoints"), "{out}");
+    assert!(
+        !elsewhere.join("root.key").exists() && !elsewhere.join("cmkvault.db").exists(),
+        "verifying with --public-key must not create a data directory"
+    );
+    // Someone else's key: the first checkpoint fails.
+    let other = cmkvault_crypto::TokenSigningKey::generate().unwrap();
+    let wrong_file = scratch.join("wrong.json");
+    std::fs::write(&wrong_file, jwks(&other.public_jwk())).unwrap();
+    let line = broken_at(verify_with(&wrong_file, &file), 5, "a wrong public key");
+    assert!(line.contains("signature"), "{line}");
+    // Not a key.
+    let junk = scratch.join("junk.json");
+    std::fs::write(&junk, "{\"keys\": [{\"kty\": \"RSA\"}]}").unwrap();
+    one_error_line(verify_with(&junk, &file), "a non-P-256 key file");
+
+    // A checkpoint carrying another checkpoint's (valid) signature, with the chain rehashed
+    // after it, as someone without the signing key would have to do.
+    let copy = scratch.join("forged");
+    copy_dir(&data, &copy);
+    let db = rusqlite::Connection::open(copy.join("audit.db")).unwrap();
+    let mut rows: Vec<(i64, String, String, String)> = db
+        .prepare("SELECT seq, record, prev_hash, hash FROM audit ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let first: Value = serde_json::from_str(&rows[4].1).unwrap();
+    let mut second: Value = serde_json::from_str(&rows[9].1).unwrap();
+    assert_eq!(first["category"], "AuditCheckpoint");
+    assert_eq!(second["category"], "AuditCheckpoint");
+    second["properties"]["signature"] = first["properties"]["signature"].clone();
+    rows[9].1 = second.to_string();
+    for i in 9..rows.len() {
+        let prev = rows[i - 1].3.clone();
+        rows[i].2 = prev.clone();
+        rows[i].3 = chain_hash(&prev, rows[i].0, &rows[i].1);
+    }
+    for (seq, record, prev, hash) in &rows[9..] {
+        db.execute(
+            "UPDATE audit SET record = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![record, prev, hash, seq],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let line = broken_at(verify(&copy, scratch), 10, "a forged checkpoint");
+    assert!(line.contains("signature"), "{line}");
+}
