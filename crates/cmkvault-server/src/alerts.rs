@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+/// Most distinct (principal, vault, key) counters kept.
+const MAX_COUNTERS: usize = 10_000;
+/// The key name under which denials beyond [`MAX_COUNTERS`] are counted.
+const OTHER_KEYS: &str = "(other keys)";
+
 /// Alert settings.
 #[derive(Clone, Debug)]
 pub struct AlertOptions {
@@ -96,13 +101,17 @@ impl DenialAlerts {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        *st.counters
-            .entry((
-                d.principal.clone(),
-                d.vault.clone(),
-                d.key.clone().unwrap_or_default(),
-            ))
-            .or_default() += 1;
+        // Key names come from the caller: past MAX_COUNTERS distinct entries, new ones are
+        // counted under "(other keys)" so a denied caller cannot grow this map without bound.
+        let mut slot = (
+            d.principal.clone(),
+            d.vault.clone(),
+            d.key.clone().unwrap_or_default(),
+        );
+        if st.counters.len() >= MAX_COUNTERS && !st.counters.contains_key(&slot) {
+            slot.2 = OTHER_KEYS.to_string();
+        }
+        *st.counters.entry(slot).or_default() += 1;
         let now = Instant::now();
         let window = self.opts.window;
         let recent = st.recent.entry(d.principal.clone()).or_default();
@@ -217,5 +226,37 @@ async fn deliver(url: String, mut rx: mpsc::Receiver<Value>, opts: AlertOptions)
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denial(key: &str) -> Denial {
+        Denial {
+            principal: "p".into(),
+            appid: "a".into(),
+            vault: "v".into(),
+            key: Some(key.into()),
+            action: "keys/read".into(),
+        }
+    }
+
+    #[test]
+    fn counters_are_bounded() {
+        let alerts = DenialAlerts::start(AlertOptions {
+            threshold: u32::MAX,
+            ..Default::default()
+        });
+        for i in 0..MAX_COUNTERS + 50 {
+            alerts.record(denial(&format!("k{i}")));
+        }
+        alerts.record(denial("k1"));
+        let c = alerts.counters();
+        assert_eq!(c.len(), MAX_COUNTERS + 1);
+        let other = c.iter().find(|e| e.2 == OTHER_KEYS).unwrap();
+        assert_eq!(other.3, 50);
+        assert_eq!(c.iter().find(|e| e.2 == "k1").unwrap().3, 2);
     }
 }

@@ -433,7 +433,10 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
     }
     let route = match resolve(req.method(), &path) {
         Ok(r) => r,
-        Err(e) => return (e.into_response(), info),
+        Err(e) => {
+            info.description = e.code.to_string();
+            return (e.into_response(), info);
+        }
     };
     let op = route.operation();
     info.operation = op.name().to_string();
@@ -465,7 +468,10 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
     info.api_version = api_version.clone();
     let vault = match vault_for_host(&state, &host) {
         Ok(v) => v,
-        Err(e) => return (e.into_response(), info),
+        Err(e) => {
+            info.description = e.code.to_string();
+            return (e.into_response(), info);
+        }
     };
     let base = match &state.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),

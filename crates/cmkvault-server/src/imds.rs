@@ -52,7 +52,12 @@ async fn token(State(imds): State<Arc<Imds>>, req: Request) -> Response {
             time_ms: now,
             operation: "ManagedIdentityTokenIssue".into(),
             status: resp.status().as_u16(),
-            result_signature: if resp.status().is_success() { "OK" } else { "BadRequest" }.into(),
+            result_signature: if resp.status().is_success() {
+                "OK"
+            } else {
+                "BadRequest"
+            }
+            .into(),
             duration_ms: started.elapsed().as_millis() as u64,
             caller_ip,
             oid: principal.as_ref().map(|p| p.0.clone()),
@@ -80,14 +85,24 @@ fn issue(imds: &Imds, req: &Request) -> (Response, Option<(String, String)>) {
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !metadata {
         return (
-            error(StatusCode::BAD_REQUEST, "invalid_request", "Required metadata header not specified"),
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Required metadata header not specified",
+            ),
             None,
         );
     }
-    let query: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let resource = param("resource").unwrap_or_default().trim_end_matches('/');
     let resource = resource.strip_suffix("/.default").unwrap_or(resource);
     if !crate::oauth::is_vault_resource(resource, &imds.state.vault_domain) {
@@ -107,7 +122,9 @@ fn issue(imds: &Imds, req: &Request) -> (Response, Option<(String, String)>) {
     let svc = &imds.state.service;
     let mut chosen = None;
     for name in &imds.identities {
-        let Ok(p) = svc.get_principal(name) else { continue };
+        let Ok(p) = svc.get_principal(name) else {
+            continue;
+        };
         let matches = match selector {
             None => true,
             Some(s) => {
@@ -138,7 +155,11 @@ fn issue(imds: &Imds, req: &Request) -> (Response, Option<(String, String)>) {
         .issue(&p.object_id, &p.client_id, now, TOKEN_TTL_SECS)
     else {
         return (
-            error(StatusCode::INTERNAL_SERVER_ERROR, "unknown_error", "The token could not be signed."),
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknown_error",
+                "The token could not be signed.",
+            ),
             None,
         );
     };
@@ -171,7 +192,8 @@ pub async fn start(
     }
     if identities.is_empty() {
         return Err(ServerError::Config(
-            "the managed-identity endpoint needs at least one identity (--imds-identity NAME)".into(),
+            "the managed-identity endpoint needs at least one identity (--imds-identity NAME)"
+                .into(),
         ));
     }
     let app = axum::Router::new()

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cmkvault_store::SqliteAuditStore;
-use cmkvault_vault::audit::{AuditLog, AuditOptions};
+use cmkvault_vault::audit::{AuditLog, AuditOptions, CheckpointMode};
 use cmkvault_vault::tokens::TokenAuthority;
 use cmkvault_vault::{VaultError, VaultService};
 
@@ -154,6 +154,7 @@ impl RunningServer {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
         let _ = self.task.await;
         self.background.iter().for_each(|t| t.abort());
+        seal_audit(self.audit.as_deref()).await;
     }
 
     /// Waits until the server stops (it stops on an I/O error or after `shutdown`).
@@ -163,12 +164,23 @@ impl RunningServer {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         self.background.iter().for_each(|t| t.abort());
+        seal_audit(self.audit.as_deref()).await;
         result
     }
 
     /// A handle that can stop the server from elsewhere (signal handlers).
     pub fn handle(&self) -> axum_server::Handle<SocketAddr> {
         self.handle.clone()
+    }
+}
+
+/// Signs the audit records written since the last checkpoint, so the log's end is covered by
+/// a signature when the server stops.
+async fn seal_audit(audit: Option<&AuditLog>) {
+    if let Some(audit) = audit {
+        if let Err(e) = audit.checkpoint_with(CheckpointMode::IfUnsigned).await {
+            tracing::error!("final audit checkpoint failed: {e}");
+        }
     }
 }
 
@@ -236,6 +248,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
     let service = data.service.clone();
     let interval = opts.maintenance_interval;
     let prune = audit.clone().zip(opts.audit_retention_days);
+    let timed_checkpoints = audit.clone();
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -248,6 +261,12 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
                 }
                 Ok(Err(e)) => tracing::error!("maintenance failed: {e}"),
                 _ => {}
+            }
+            if let Some(log) = &timed_checkpoints {
+                // Signs the head when records wait unsigned for longer than the interval.
+                if let Err(e) = log.checkpoint_with(CheckpointMode::IfDue).await {
+                    tracing::error!("timed audit checkpoint failed: {e}");
+                }
             }
             if let Some((log, days)) = &prune {
                 let cutoff = (service.clock().now() - i64::from(*days) * 86_400) * 1000;

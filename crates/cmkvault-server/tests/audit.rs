@@ -975,7 +975,8 @@ async fn pruning_keeps_the_chain_verifiable_from_a_signed_checkpoint() {
     let removed = log(&ts).prune_before(cutoff).await.unwrap();
     assert_eq!(removed, 10);
     let rows = all_rows(&ts);
-    assert_eq!(rows.len(), 30);
+    // No second checkpoint: nothing was written since the one the first prune made.
+    assert_eq!(rows.len(), 29);
     assert_eq!((rows[0].seq, rows[0].kind.as_str()), (11, "checkpoint"));
     let report = verify_ok(&ts, &rows);
     assert_eq!(
@@ -985,7 +986,7 @@ async fn pruning_keeps_the_chain_verifiable_from_a_signed_checkpoint() {
             report.checkpoints,
             report.unsigned_tail
         ),
-        (11, 40, 5, 0)
+        (11, 39, 4, 0)
     );
     let db = open_db(&ts);
     let left: i64 = db
@@ -1008,17 +1009,17 @@ async fn pruning_keeps_the_chain_verifiable_from_a_signed_checkpoint() {
 
     // New records continue the chain after pruning; pruning to now leaves a verifiable tail.
     requests(&ts, "later", 3).await;
-    assert_eq!(log(&ts).checkpoint().await.unwrap(), 44);
+    assert_eq!(log(&ts).checkpoint().await.unwrap(), 43);
     tokio::time::sleep(Duration::from_millis(10)).await;
-    // Checkpoint 44 is older than the cutoff, the one prune_before writes (45) is not.
+    // Checkpoint 43 is older than the cutoff and signs the head, so prune_before writes none.
     let removed = log(&ts).prune_before(now_ms() - 1).await.unwrap();
-    assert_eq!(removed, 33, "rows 11-43 went");
+    assert_eq!(removed, 32, "rows 11-42 went");
     let rows = all_rows(&ts);
     assert_eq!(
         rows.iter()
             .map(|r| (r.seq, r.kind.as_str()))
             .collect::<Vec<_>>(),
-        vec![(44, "checkpoint"), (45, "checkpoint")]
+        vec![(43, "checkpoint")]
     );
     verify_ok(&ts, &rows);
     ts.srv.shutdown().await;
@@ -1410,4 +1411,30 @@ async fn caller_supplied_text_is_truncated() {
     assert_eq!(rec["properties"]["clientInfo"], "u".repeat(256));
     assert!(rows[0].record.len() < 4096, "{}", rows[0].record.len());
     ts.srv.shutdown().await;
+}
+
+/// Stopping the server signs the records written since the last checkpoint.
+#[tokio::test]
+async fn shutdown_signs_the_end_of_the_log() {
+    let ts = TestServer::start().await;
+    for _ in 0..3 {
+        send_unchecked(
+            ts.client
+                .get(with_api_version(&format!("{}/keys", ts.base)))
+                .bearer_auth(&ts.token),
+        )
+        .await;
+    }
+    let dir = ts.stop().await;
+    let store = cmkvault_store::SqliteAuditStore::open(
+        &dir.path().join("audit.db"),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
+    let last = store.last().unwrap().unwrap();
+    assert_eq!(
+        last.kind, "checkpoint",
+        "the last row is a signed checkpoint"
+    );
+    assert_eq!(last.seq, 4);
 }

@@ -5,7 +5,9 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-async fn start_with_imds(identities: &[&str]) -> (tempfile::TempDir, cmkvault_server::RunningServer) {
+async fn start_with_imds(
+    identities: &[&str],
+) -> (tempfile::TempDir, cmkvault_server::RunningServer) {
     let dir = tempfile::tempdir().unwrap();
     let data = cmkvault_server::datadir::open(dir.path(), None).unwrap();
     let mut opts = options();
@@ -33,7 +35,12 @@ async fn managed_identity_tokens_work_on_the_vault_and_need_the_metadata_header(
     assert_eq!(body["error"], "invalid_request");
 
     // The default identity is the first one.
-    let r = plain.get(&imds).header("Metadata", "true").send().await.unwrap();
+    let r = plain
+        .get(&imds)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["client_id"], first.client_id.as_str());
@@ -50,7 +57,9 @@ async fn managed_identity_tokens_work_on_the_vault_and_need_the_metadata_header(
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["client_id"], second.client_id.as_str());
     let r = plain
-        .get(format!("{imds}&client_id=00000000-0000-0000-0000-000000000000"))
+        .get(format!(
+            "{imds}&client_id=00000000-0000-0000-0000-000000000000"
+        ))
         .header("Metadata", "true")
         .send()
         .await

@@ -204,9 +204,20 @@ struct Pending {
     ack: Option<oneshot::Sender<Result<i64, AuditError>>>,
 }
 
+/// When a requested checkpoint is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// Always (on demand).
+    Always,
+    /// Only if records were written since the last checkpoint (shutdown, before pruning).
+    IfUnsigned,
+    /// Only if there are unsigned records and `checkpoint_interval` has passed (timer).
+    IfDue,
+}
+
 enum Msg {
     Record(Box<Pending>),
-    Checkpoint(oneshot::Sender<Result<i64, AuditError>>),
+    Checkpoint(oneshot::Sender<Result<i64, AuditError>>, CheckpointMode),
 }
 
 /// The audit log: a handle to the writer thread plus read access for queries.
@@ -335,13 +346,17 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         loop {
             let Some(first) = rx.blocking_recv() else {
+                // Every sender is gone: sign what is left unsigned before the thread ends.
+                if self.since_checkpoint > 0 {
+                    let _ = self.write(Vec::new(), true);
+                }
                 return;
             };
             let mut batch = Vec::new();
-            let mut checkpoint_acks = Vec::new();
+            let mut checkpoints = Vec::new();
             let mut push = |m: Msg, batch: &mut Vec<Pending>| match m {
                 Msg::Record(p) => batch.push(*p),
-                Msg::Checkpoint(ack) => checkpoint_acks.push(ack),
+                Msg::Checkpoint(ack, mode) => checkpoints.push((ack, mode)),
             };
             push(first, &mut batch);
             while batch.len() < self.opts.max_batch {
@@ -350,9 +365,15 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let force = !checkpoint_acks.is_empty();
+            let unsigned = self.since_checkpoint + batch.len() as u64 > 0;
+            let interval_passed = self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
+            let force = checkpoints.iter().any(|(_, mode)| match mode {
+                CheckpointMode::Always => true,
+                CheckpointMode::IfUnsigned => unsigned,
+                CheckpointMode::IfDue => unsigned && interval_passed,
+            });
             let result = self.write(batch, force);
-            for ack in checkpoint_acks {
+            for (ack, _) in checkpoints {
                 let _ = ack.send(match &result {
                     Ok(seq) => Ok(*seq),
                     Err(e) => Err(AuditError::Write(e.to_string())),
@@ -425,11 +446,16 @@ impl AuditLog {
         done.await.map_err(|_| AuditError::Closed)?
     }
 
-    /// Appends a signed checkpoint now (also used before pruning); returns its sequence.
+    /// Appends a signed checkpoint now; returns the head's sequence number.
     pub async fn checkpoint(&self) -> Result<i64, AuditError> {
+        self.checkpoint_with(CheckpointMode::Always).await
+    }
+
+    /// Requests a checkpoint in the given mode; returns the head's sequence number after it.
+    pub async fn checkpoint_with(&self, mode: CheckpointMode) -> Result<i64, AuditError> {
         let (ack, done) = oneshot::channel();
         self.sender
-            .send(Msg::Checkpoint(ack))
+            .send(Msg::Checkpoint(ack, mode))
             .await
             .map_err(|_| AuditError::Closed)?;
         done.await.map_err(|_| AuditError::Closed)?
@@ -439,7 +465,7 @@ impl AuditLog {
     /// written first, and only rows before the newest checkpoint older than the cutoff go, so
     /// the log always starts at a signed checkpoint. Returns how many rows were removed.
     pub async fn prune_before(&self, cutoff_ms: i64) -> Result<usize, AuditError> {
-        self.checkpoint().await?;
+        self.checkpoint_with(CheckpointMode::IfUnsigned).await?;
         // SQLite work stays off the async workers, like every other blocking call.
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || prune_store(&store, cutoff_ms))

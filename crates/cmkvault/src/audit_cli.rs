@@ -212,6 +212,12 @@ fn public_key(data: &DataArgs, file: Option<&PathBuf>) -> Result<PublicJwk> {
             ..Default::default()
         });
     }
+    if !data.data.join("cmkvault.db").exists() {
+        bail!(
+            "{} is not an initialised data directory: give --data DIR of the server, or --public-key FILE (the JWKS from /{{tenant}}/discovery/v2.0/keys)",
+            data.data.display()
+        );
+    }
     let root = std::env::var("CMKVAULT_ROOT_KEY")
         .ok()
         .filter(|s| !s.trim().is_empty());

@@ -494,7 +494,12 @@ impl Target {
             base: format!("https://127.0.0.1:{}", server.addr.port()),
             token,
             tls,
-            label: if audit { "embedded audit=on" } else { "embedded audit=off" }.into(),
+            label: if audit {
+                "embedded audit=on"
+            } else {
+                "embedded audit=off"
+            }
+            .into(),
             embedded: Some(Embedded { server, data, dir }),
         })
     }

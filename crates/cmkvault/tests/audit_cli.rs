@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_store::SqliteAuditStore;
-use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions};
+use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions, CheckpointMode};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -621,6 +621,10 @@ fn make_log(data: &Path, n: usize, every: u64) {
             .await
             .unwrap();
         }
+        // What a stopping server does: sign the unsigned end of the log.
+        log.checkpoint_with(CheckpointMode::IfUnsigned)
+            .await
+            .unwrap();
     });
 }
 
@@ -640,11 +644,15 @@ fn checkpoint_signatures_are_verified() {
     let scratch = tmp.path();
     let data = scratch.join("data");
     make_log(&data, 10, 4);
-    assert_eq!(row_count(&data), 12, "10 events and 2 checkpoints");
+    assert_eq!(
+        row_count(&data),
+        13,
+        "10 events, 2 periodic checkpoints and a final one"
+    );
     let out = success(verify(&data, scratch), "verify");
     assert_eq!(
         out.trim(),
-        "audit chain OK: 12 records (1 to 12), 2 signed checkpoints, last checkpoint at 10, 2 records after it"
+        "audit chain OK: 13 records (1 to 13), 3 signed checkpoints, last checkpoint at 13, 0 records after it"
     );
 
     // With the public key given explicitly (what an auditor without DIR's root key does).
@@ -685,7 +693,7 @@ fn checkpoint_signatures_are_verified() {
         )
     };
     let out = success(verify_with(&key_file, &file), "verify --public-key");
-    assert!(out.contains("2 signed checkpoints"), "{out}");
+    assert!(out.contains("3 signed checkpoints"), "{out}");
     assert!(
         !elsewhere.join("root.key").exists() && !elsewhere.join("cmkvault.db").exists(),
         "verifying with --public-key must not create a data directory"
