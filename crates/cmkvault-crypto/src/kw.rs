@@ -52,6 +52,16 @@ fn check_unwrap_len(alg: &str, mode: Mode, len: usize) -> Result<(), CryptoError
     Ok(())
 }
 
+/// An aws-lc-rs key-encryption key for a 16- or 32-byte `kek` (AES-128 or AES-256).
+fn aws_lc_kek(kek: &[u8]) -> Result<KeyEncryptionKey<key_wrap::AesBlockCipher>, CryptoError> {
+    let cipher = if kek.len() == 16 {
+        &key_wrap::AES_128
+    } else {
+        &key_wrap::AES_256
+    };
+    Ok(KeyEncryptionKey::new(cipher, kek)?)
+}
+
 /// Wraps `input` under `kek` (16, 24 or 32 bytes).
 pub(crate) fn wrap(
     alg: &str,
@@ -69,12 +79,7 @@ pub(crate) fn wrap(
     let mut out = vec![0u8; out_cap];
     let written = match kek.len() {
         16 | 32 => {
-            let cipher = if kek.len() == 16 {
-                &key_wrap::AES_128
-            } else {
-                &key_wrap::AES_256
-            };
-            let k = KeyEncryptionKey::new(cipher, kek)?;
+            let k = aws_lc_kek(kek)?;
             let res = match mode {
                 Mode::Kw => k.wrap(input, &mut out),
                 Mode::Kwp => k.wrap_with_padding(input, &mut out),
@@ -99,12 +104,7 @@ pub(crate) fn unwrap(
     let mut out = Zeroizing::new(vec![0u8; input.len()]);
     let written = match kek.len() {
         16 | 32 => {
-            let cipher = if kek.len() == 16 {
-                &key_wrap::AES_128
-            } else {
-                &key_wrap::AES_256
-            };
-            let k = KeyEncryptionKey::new(cipher, kek)?;
+            let k = aws_lc_kek(kek)?;
             let res = match mode {
                 Mode::Kw => k.unwrap(input, &mut out),
                 Mode::Kwp => k.unwrap_with_padding(input, &mut out),

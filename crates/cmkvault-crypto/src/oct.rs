@@ -77,9 +77,7 @@ impl OctKey {
     ) -> Result<CipherOutput, CryptoError> {
         match alg {
             Alg::AesKw(_) | Alg::AesKwp => {
-                reject(name, "an iv", req.iv)?;
-                reject(name, "aad", req.aad)?;
-                reject(name, "a tag", req.tag)?;
+                reject_iv_aad_tag(name, req)?;
                 Ok(CipherOutput {
                     value: self.wrap(name, alg, req.value)?,
                     ..CipherOutput::default()
@@ -125,9 +123,7 @@ impl OctKey {
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         match alg {
             Alg::AesKw(_) | Alg::AesKwp => {
-                reject(name, "an iv", req.iv)?;
-                reject(name, "aad", req.aad)?;
-                reject(name, "a tag", req.tag)?;
+                reject_iv_aad_tag(name, req)?;
                 self.unwrap(name, alg, req.value)
             }
             Alg::AesGcm(_) => self.gcm_decrypt(name, req),
@@ -268,8 +264,15 @@ pub(crate) fn present(v: Option<&[u8]>) -> Option<&[u8]> {
     v.filter(|s| !s.is_empty())
 }
 
+/// Refuses an iv, aad or tag for an algorithm (`name`) that takes none of them.
+pub(crate) fn reject_iv_aad_tag(name: &str, req: &CipherRequest<'_>) -> Result<(), CryptoError> {
+    reject(name, "an iv", req.iv)?;
+    reject(name, "aad", req.aad)?;
+    reject(name, "a tag", req.tag)
+}
+
 /// Error if an unused optional parameter was given.
-pub(crate) fn reject(name: &str, what: &str, v: Option<&[u8]>) -> Result<(), CryptoError> {
+fn reject(name: &str, what: &str, v: Option<&[u8]>) -> Result<(), CryptoError> {
     if present(v).is_some() {
         return Err(CryptoError::input(format!("{name} does not take {what}")));
     }

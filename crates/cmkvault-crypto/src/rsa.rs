@@ -3,7 +3,7 @@
 
 use crate::alg::{Alg, Hash};
 use crate::error::CryptoError;
-use crate::oct::reject;
+use crate::oct::reject_iv_aad_tag;
 use crate::types::{CipherOutput, CipherRequest, JwkPrivate, PublicJwk};
 use aws_lc_rs::digest::Digest;
 use aws_lc_rs::encoding::AsDer;
@@ -169,9 +169,7 @@ impl RsaKey {
         alg: Alg,
         req: &CipherRequest,
     ) -> Result<CipherOutput, CryptoError> {
-        reject(name, "an iv", req.iv)?;
-        reject(name, "aad", req.aad)?;
-        reject(name, "a tag", req.tag)?;
+        reject_iv_aad_tag(name, req)?;
         Ok(CipherOutput {
             value: self.oaep_encrypt(name, alg, req.value)?,
             ..CipherOutput::default()
@@ -210,9 +208,7 @@ impl RsaKey {
         alg: Alg,
         req: &CipherRequest,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        reject(name, "an iv", req.iv)?;
-        reject(name, "aad", req.aad)?;
-        reject(name, "a tag", req.tag)?;
+        reject_iv_aad_tag(name, req)?;
         self.decrypt_raw(name, alg, req.value)
     }
 

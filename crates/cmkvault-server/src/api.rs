@@ -196,7 +196,7 @@ fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 /// Runs a domain call on the blocking pool (crypto and fsync never block async workers).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> VaultResult<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {

@@ -142,6 +142,8 @@ pub struct RunningServer {
     pub alerts: Arc<DenialAlerts>,
     /// Where the managed-identity endpoint listens, when on.
     pub imds_addr: Option<SocketAddr>,
+    /// The data directory's exclusive lock, released when the server is dropped.
+    _lock: std::fs::File,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Background tasks stopped with the server (maintenance, managed-identity endpoint).
@@ -186,6 +188,25 @@ async fn seal_audit(audit: Option<&AuditLog>) {
 
 /// Starts serving an opened data directory.
 pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer, ServerError> {
+    // One server per data directory: two writers would fork the audit chain.
+    let lock_path = data.path.join("serve.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| ServerError::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ServerError::Config(format!(
+                "another cmkvault server is already using {} (it holds {})",
+                data.path.display(),
+                lock_path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(ServerError::io(&lock_path, e)),
+    }
     let (cert, key) = match (&opts.tls_cert, &opts.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         (None, None) => {
@@ -299,6 +320,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         audit,
         alerts,
         imds_addr,
+        _lock: lock,
         handle,
         task,
         background,

@@ -41,7 +41,7 @@ use cmkvault_vault::tokens::{Claims, BOOTSTRAP_ADMIN_OID};
 use cmkvault_vault::{VaultResult, VaultSettings};
 use serde_json::{json, Value};
 
-use crate::api::{body_json, split_host};
+use crate::api::{blocking, body_json, split_host};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -213,23 +213,6 @@ fn percent_decode(segment: &str) -> Result<String, ApiError> {
     }
     String::from_utf8(out)
         .map_err(|_| ApiError::bad(format!("The path segment '{segment}' is not UTF-8.")))
-}
-
-/// Runs a domain call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> VaultResult<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(e) => {
-            tracing::error!("blocking task failed: {e}");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerError",
-                "The server failed to process the request.",
-            ))
-        }
-    }
 }
 
 /// Serves a management request of an authenticated caller; returns the response and the

@@ -681,3 +681,22 @@ async fn wrong_or_malformed_root_key_is_refused() {
     let data = datadir::open(path, None).expect("reopen");
     assert!(data.service.get_key("default", "rk", None).is_ok());
 }
+
+/// One server per data directory: a second one is refused while the first runs, and may start
+/// once it has stopped.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let ts = TestServer::start().await;
+    let data = cmkvault_server::datadir::open(ts.dir.path(), None).unwrap();
+    let err = cmkvault_server::start(&data, options())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("already using"), "{err}");
+    let dir = ts.stop().await;
+    let data = cmkvault_server::datadir::open(dir.path(), None).unwrap();
+    let again = cmkvault_server::start(&data, options())
+        .await
+        .expect("starts after the first stopped");
+    again.shutdown().await;
+}

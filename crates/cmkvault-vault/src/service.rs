@@ -476,22 +476,13 @@ impl VaultService {
                 req.kty
             ))
         })?;
-        if let Some(ops) = &req.key_ops {
-            validate_key_ops(ops)?;
-        }
-        if let Some(t) = &req.tags {
-            validate_tags(t)?;
-        }
+        validate_ops_and_tags(req.key_ops.as_deref(), req.tags.as_ref())?;
         // Fail fast on a soft-deleted name before spending time on key generation.
         self.check_not_deleted(vault, name)?;
         let private = match kty {
             Kty::Rsa | Kty::RsaHsm => {
                 let bits = req.key_size.unwrap_or(2048);
-                if !matches!(bits, 2048 | 3072 | 4096) {
-                    return Err(VaultError::BadParameter(format!(
-                        "RSA key size {bits} is not supported: use 2048, 3072 or 4096."
-                    )));
-                }
+                check_rsa_size(bits as usize)?;
                 if req.curve.is_some() {
                     return Err(VaultError::BadParameter(
                         "crv is not valid for an RSA key.".into(),
@@ -550,20 +541,10 @@ impl VaultService {
             Some(h) => kty.with_hsm(h),
             None => kty,
         };
-        if let Some(ops) = &req.key_ops {
-            validate_key_ops(ops)?;
-        }
-        if let Some(t) = &req.tags {
-            validate_tags(t)?;
-        }
+        validate_ops_and_tags(req.key_ops.as_deref(), req.tags.as_ref())?;
         let private = PrivateKey::from_jwk(&req.jwk)?;
-        if private.family() == KeyFamily::Rsa
-            && !matches!(private.key_size_bits(), 2048 | 3072 | 4096)
-        {
-            return Err(VaultError::BadParameter(format!(
-                "RSA key size {} is not supported: use 2048, 3072 or 4096.",
-                private.key_size_bits()
-            )));
+        if private.family() == KeyFamily::Rsa {
+            check_rsa_size(private.key_size_bits())?;
         }
         let ops = req.key_ops.unwrap_or_else(|| kty.default_ops());
         self.add_version(
@@ -599,12 +580,7 @@ impl VaultService {
         req: UpdateKey,
     ) -> VaultResult<KeyView> {
         let settings = self.vault(vault)?;
-        if let Some(ops) = &req.key_ops {
-            validate_key_ops(ops)?;
-        }
-        if let Some(t) = &req.tags {
-            validate_tags(t)?;
-        }
+        validate_ops_and_tags(req.key_ops.as_deref(), req.tags.as_ref())?;
         let _g = self.lock()?;
         let (key, rec) = self.version_record(vault, name, version.filter(|v| !v.is_empty()))?;
         let mut props = Self::parse_props(&rec.props)?;
@@ -1080,6 +1056,27 @@ impl VaultService {
         }
         Ok((purged, rotated))
     }
+}
+
+/// Validates the optional `key_ops` and `tags` of a create, import or update request.
+fn validate_ops_and_tags(key_ops: Option<&[String]>, tags: Option<&Tags>) -> VaultResult<()> {
+    if let Some(ops) = key_ops {
+        validate_key_ops(ops)?;
+    }
+    if let Some(t) = tags {
+        validate_tags(t)?;
+    }
+    Ok(())
+}
+
+/// Refuses an RSA modulus size other than 2048, 3072 or 4096 bits.
+fn check_rsa_size(bits: usize) -> VaultResult<()> {
+    if !matches!(bits, 2048 | 3072 | 4096) {
+        return Err(VaultError::BadParameter(format!(
+            "RSA key size {bits} is not supported: use 2048, 3072 or 4096."
+        )));
+    }
+    Ok(())
 }
 
 fn curve_bits(c: Curve) -> usize {

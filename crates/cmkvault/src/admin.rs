@@ -263,6 +263,20 @@ fn print_with_secret(v: &Value, out: Option<SecretFile>) -> Result<()> {
     Ok(())
 }
 
+/// Sends a request whose answer carries a new client secret and prints the identity with the
+/// secret, into `secret_out` when given (created before the request is sent).
+async fn send_and_print_secret(
+    client: &ClientArgs,
+    secret_out: Option<&Path>,
+    method: &str,
+    path: &str,
+) -> Result<()> {
+    let c = Client::new(client)?;
+    let out = secret_out.map(SecretFile::create).transpose()?;
+    let v = c.send(method, path, None).await?;
+    print_with_secret(&v, out)
+}
+
 /// Runs an identity subcommand.
 pub async fn identity(cmd: IdentityCommand) -> Result<()> {
     match cmd {
@@ -271,16 +285,13 @@ pub async fn identity(cmd: IdentityCommand) -> Result<()> {
             secret_out,
             client,
         } => {
-            let c = Client::new(&client)?;
-            let out = secret_out.as_deref().map(SecretFile::create).transpose()?;
-            let v = c
-                .send(
-                    "PUT",
-                    &format!("/management/identities/{}", enc(&name)),
-                    None,
-                )
-                .await?;
-            print_with_secret(&v, out)?;
+            send_and_print_secret(
+                &client,
+                secret_out.as_deref(),
+                "PUT",
+                &format!("/management/identities/{}", enc(&name)),
+            )
+            .await?;
         }
         IdentityCommand::List { client } => {
             let v = Client::new(&client)?
@@ -320,16 +331,13 @@ pub async fn identity(cmd: IdentityCommand) -> Result<()> {
             secret_out,
             client,
         } => {
-            let c = Client::new(&client)?;
-            let out = secret_out.as_deref().map(SecretFile::create).transpose()?;
-            let v = c
-                .send(
-                    "POST",
-                    &format!("/management/identities/{}/rotateSecret", enc(&id)),
-                    None,
-                )
-                .await?;
-            print_with_secret(&v, out)?;
+            send_and_print_secret(
+                &client,
+                secret_out.as_deref(),
+                "POST",
+                &format!("/management/identities/{}/rotateSecret", enc(&id)),
+            )
+            .await?;
         }
     }
     Ok(())

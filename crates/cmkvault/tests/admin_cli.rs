@@ -2,90 +2,19 @@
 //! `identity`, `role`, `vault update --rbac-authorization`, `vault policy`, `denials`,
 //! `audit checkpoint` and `audit prune`; bad input gives one `error:` line and a non-zero exit.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::Command;
+
+use common::{cmkvault, failure_lines, run, success, tls_trusting_ca, Output, Server, TIMEOUT};
 use serde_json::Value;
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_cmkvault");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A command with a clean environment: no inherited `CMKVAULT_*`, no backtraces, no proxies.
-fn cmkvault(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("CMKVAULT_") || k.to_ascii_lowercase().ends_with("_proxy") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
-    c.stdin(Stdio::null());
-    c
-}
-
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to completion (killed after [`TIMEOUT`]), output captured in files.
-fn run(mut cmd: Command, scratch: &Path) -> Output {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let id = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let out_path = scratch.join(format!("out-{id}.txt"));
-    let err_path = scratch.join(format!("err-{id}.txt"));
-    cmd.stdout(std::fs::File::create(&out_path).unwrap());
-    cmd.stderr(std::fs::File::create(&err_path).unwrap());
-    let mut child = cmd.spawn().expect("spawn cmkvault");
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cmkvault did not finish within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    }
-}
-
-#[track_caller]
-fn success(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}): stdout={} stderr={}",
-        o.status,
-        o.stdout,
-        o.stderr
-    );
-    o.stdout
-}
 
 /// Asserts a failure with exactly one `error:` line on stderr and nothing on stdout.
 #[track_caller]
 fn one_error_line(o: Output, what: &str) -> String {
-    assert!(
-        !o.status.success(),
-        "{what} should fail: stdout={}",
-        o.stdout
-    );
-    assert_ne!(o.status.code(), None, "{what} was killed by a signal");
-    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines = failure_lines(&o, what);
     assert_eq!(lines.len(), 1, "{what}: expected one line:\n{}", o.stderr);
     assert!(lines[0].starts_with("error:"), "{what}: {}", lines[0]);
     assert!(!o.stderr.contains("panicked"), "{what}: {}", o.stderr);
@@ -93,47 +22,15 @@ fn one_error_line(o: Output, what: &str) -> String {
     lines[0].to_string()
 }
 
-/// A `cmkvault serve` child, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    data: PathBuf,
-    log: PathBuf,
+/// A `cmkvault serve` child with the administrator's token.
+struct AdminServer {
+    server: Server,
     token: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(data: &Path, scratch: &Path) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = scratch.join(format!("serve-{port}.log"));
-        let mut cmd = cmkvault(&[
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ]);
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().expect("spawn serve");
-        let mut server = Server {
-            child,
-            port,
-            data: data.to_path_buf(),
-            log,
-            token: String::new(),
-        };
-        server.wait_ready();
+impl AdminServer {
+    fn start(data: &Path, scratch: &Path) -> AdminServer {
+        let server = Server::start(data, scratch);
         let t = success(
             run(
                 cmkvault(&["token", "--data", data.to_str().unwrap()]),
@@ -141,37 +38,21 @@ impl Server {
             ),
             "token",
         );
-        server.token = t.trim().to_string();
-        server
-    }
-
-    fn wait_ready(&mut self) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!(
-                    "serve exited early ({status}): {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        AdminServer {
+            server,
+            token: t.trim().to_string(),
         }
-        panic!("serve did not listen on {addr} within {TIMEOUT:?}");
     }
 
     fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        self.server.url()
     }
 
     /// `cmkvault ARGS --url URL --data DIR` with the administrator's token.
     fn cmd(&self, args: &[&str]) -> Command {
         let url = self.url();
         let mut all: Vec<&str> = args.to_vec();
-        all.extend_from_slice(&["--url", &url, "--data", self.data.to_str().unwrap()]);
+        all.extend_from_slice(&["--url", &url, "--data", self.server.data.to_str().unwrap()]);
         let mut c = cmkvault(&all);
         c.env("CMKVAULT_TOKEN", &self.token);
         c
@@ -186,18 +67,8 @@ struct Http {
 }
 
 impl Http {
-    fn new(server: &Server) -> Http {
-        let pem = std::fs::read(server.data.join("tls").join("ca.pem")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    fn new(server: &AdminServer) -> Http {
+        let tls = tls_trusting_ca(&server.server.data);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -282,7 +153,7 @@ fn identities_roles_policies_denials_and_audit() {
     let tmp = TempDir::new().unwrap();
     let scratch = tmp.path();
     let data = scratch.join("data");
-    let server = Server::start(&data, scratch);
+    let server = AdminServer::start(&data, scratch);
     let http = Http::new(&server);
     let go = |args: &[&str]| run(server.cmd(args), scratch);
 

@@ -2,74 +2,23 @@
 //! `cmkvault serve` verifies; edited, deleted and reordered rows, edited export lines and
 //! forged checkpoint signatures are each reported as one `error:` line naming the record.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_store::SqliteAuditStore;
 use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions, CheckpointMode};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
+use common::{cmkvault, run, success, tls_trusting_ca, Output, Server};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cmkvault");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
 // ------------------------------------------------------------------ process helpers
-
-/// A command with a clean environment: no inherited `CMKVAULT_*`, no backtraces, no proxies.
-fn cmkvault(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("CMKVAULT_") || k.to_ascii_lowercase().ends_with("_proxy") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
-    c.stdin(Stdio::null());
-    c
-}
-
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to completion (killed after [`TIMEOUT`]), output captured in files.
-fn run(mut cmd: Command, scratch: &Path) -> Output {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let id = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let out_path = scratch.join(format!("out-{id}.txt"));
-    let err_path = scratch.join(format!("err-{id}.txt"));
-    cmd.stdout(std::fs::File::create(&out_path).unwrap());
-    cmd.stderr(std::fs::File::create(&err_path).unwrap());
-    let mut child = cmd.spawn().expect("spawn cmkvault");
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cmkvault did not finish within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    }
-}
 
 fn audit(args: &[&str], scratch: &Path) -> Output {
     let mut all = vec!["audit"];
@@ -77,40 +26,14 @@ fn audit(args: &[&str], scratch: &Path) -> Output {
     run(cmkvault(&all), scratch)
 }
 
-#[track_caller]
-fn success(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}): stdout={} stderr={}",
-        o.status,
-        o.stdout,
-        o.stderr
-    );
-    o.stdout
-}
-
-/// Asserts a failure with exactly one `error:` line on stderr; returns that line.
+/// Asserts a failure with exactly one `error:` line on stderr (see
+/// [`common::one_error_line`]) that does not also claim the chain is OK; returns that line.
 #[track_caller]
 fn one_error_line(o: Output, what: &str) -> String {
-    assert!(
-        !o.status.success(),
-        "{what} should fail: stdout={}",
-        o.stdout
-    );
-    assert_ne!(o.status.code(), None, "{what} was killed by a signal");
-    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{what}: expected one stderr line, got:\n{}",
-        o.stderr
-    );
-    assert!(lines[0].starts_with("error:"), "{what}: {}", lines[0]);
-    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
-        assert!(!o.stderr.contains(bad), "{what}: {}", o.stderr);
-    }
-    assert!(!o.stdout.contains("audit chain OK"), "{what}: {}", o.stdout);
-    lines[0].to_string()
+    let stdout = o.stdout.clone();
+    let line = common::one_error_line(o, what);
+    assert!(!stdout.contains("audit chain OK"), "{what}: {stdout}");
+    line
 }
 
 /// Asserts `audit verify` fails naming `seq` as the broken record; returns the line.
@@ -124,70 +47,9 @@ fn broken_at(o: Output, seq: i64, what: &str) -> String {
     line
 }
 
-/// A `cmkvault serve` child, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(data: &Path, scratch: &Path) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = scratch.join(format!("serve-{port}.log"));
-        let mut cmd = cmkvault(&[
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ]);
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().expect("spawn serve");
-        let mut server = Server { child, port, log };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = server.child.try_wait().expect("wait") {
-                panic!(
-                    "serve exited early ({status}): {}",
-                    std::fs::read_to_string(&server.log).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "serve did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// An HTTPS client trusting `DATA/tls/ca.pem`, with `localhost` pinned to 127.0.0.1.
 fn https_client(data: &Path, port: u16) -> reqwest::Client {
-    let pem = std::fs::read(data.join("tls").join("ca.pem")).expect("ca.pem");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = tls_trusting_ca(data);
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))

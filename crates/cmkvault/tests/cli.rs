@@ -2,171 +2,18 @@
 //! `vault` management commands; bad input gives exactly one `error:` line on stderr and a
 //! non-zero exit, never a panic or a backtrace.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use common::{cmkvault, one_error_line, run, success, Server};
 use serde_json::Value;
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cmkvault");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A command with a clean environment: no inherited `CMKVAULT_*`, no backtraces, no proxies.
-fn cmkvault(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if k.starts_with("CMKVAULT_") || k.to_ascii_lowercase().ends_with("_proxy") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
-    c.stdin(Stdio::null());
-    c
-}
-
-/// The outcome of a finished command.
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to completion (killing it after [`TIMEOUT`]), capturing its output in files
-/// so a chatty process cannot block on a full pipe.
-fn run(mut cmd: Command, scratch: &Path) -> Output {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let id = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let out_path = scratch.join(format!("out-{id}.txt"));
-    let err_path = scratch.join(format!("err-{id}.txt"));
-    cmd.stdout(std::fs::File::create(&out_path).unwrap());
-    cmd.stderr(std::fs::File::create(&err_path).unwrap());
-    let mut child = cmd.spawn().expect("spawn cmkvault");
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cmkvault did not finish within {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    }
-}
-
-/// Asserts success and returns stdout.
-#[track_caller]
-fn success(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}): stdout={} stderr={}",
-        o.status,
-        o.stdout,
-        o.stderr
-    );
-    o.stdout
-}
-
-/// Asserts a failure with exactly one `error:` line on stderr; returns that line.
-#[track_caller]
-fn one_error_line(o: Output, what: &str) -> String {
-    assert!(
-        !o.status.success(),
-        "{what} should fail: stdout={}",
-        o.stdout
-    );
-    assert_ne!(o.status.code(), None, "{what} was killed by a signal");
-    let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{what}: expected one stderr line, got:\n{}",
-        o.stderr
-    );
-    assert!(lines[0].starts_with("error:"), "{what}: {}", lines[0]);
-    for bad in ["panicked", "backtrace", "RUST_BACKTRACE", "stack backtrace"] {
-        assert!(!o.stderr.contains(bad), "{what}: {}", o.stderr);
-    }
-    lines[0].to_string()
-}
-
-/// A `cmkvault serve` child, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    data: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    fn start(data: &Path, scratch: &Path) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = scratch.join(format!("serve-{port}.log"));
-        let mut cmd = cmkvault(&[
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ]);
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().expect("spawn serve");
-        let mut server = Server {
-            child,
-            port,
-            data: data.to_path_buf(),
-            log,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&mut self) {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!(
-                    "serve exited early ({status}): {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("serve did not listen on {addr} within {TIMEOUT:?}");
-    }
-
-    fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
-    }
-
     /// `vault ...` against this server with `token` (or none).
     fn vault(&self, args: &[&str], token: Option<&str>) -> Command {
         let mut all = vec!["vault"];

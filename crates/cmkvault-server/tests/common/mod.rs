@@ -129,9 +129,13 @@ impl TestServer {
     /// Stops the server and starts a new one over the same data directory (new port, new
     /// token, fresh client). The clock offset is not kept: it lives in memory.
     pub async fn restart(&mut self) {
-        let (srv, client, base, token) = Self::boot(self.dir.path()).await;
-        let old = std::mem::replace(&mut self.srv, srv);
+        // Stop first: one server per data directory (the second would be refused).
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let (placeholder_srv, ..) = Self::boot(placeholder.path()).await;
+        let old = std::mem::replace(&mut self.srv, placeholder_srv);
         old.shutdown().await;
+        let (srv, client, base, token) = Self::boot(self.dir.path()).await;
+        std::mem::replace(&mut self.srv, srv).shutdown().await;
         self.client = client;
         self.base = base;
         self.token = token;
