@@ -288,6 +288,8 @@ async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
             .map(|p| p.as_str())
             .unwrap_or("/")
     );
+    // Tells the audit writer a record is coming, so its group commit can wait for it.
+    let ticket = state.audit.as_ref().map(|a| a.begin());
     let (mut resp, info) = dispatch(state.clone(), req).await;
     if let Some(audit) = &state.audit {
         let status = resp.status();
@@ -313,7 +315,7 @@ async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
             client_info,
             access_policy_match: info.access_policy_match,
         };
-        if let Err(e) = audit.record(&event).await {
+        if let Err(e) = audit.record_with(ticket, &event).await {
             // Fail closed: nothing is acknowledged without a durable audit record.
             tracing::error!(%method, %path, "request refused: {e}");
             resp = ApiError::new(

@@ -12,6 +12,7 @@
 //! row's `prev_hash` is 64 zeros. `record_json` is the record with keys sorted (serde_json's
 //! map), without the chain fields `seq`, `prevHash`, `hash` that exports add.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,12 @@ use base64::Engine;
 use cmkvault_crypto::{PublicJwk, TokenSigningKey};
 use cmkvault_store::{AuditRow, SqliteAuditStore, StoreError};
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// Records waiting for the writer at most; past this, requests fail (fail-closed) rather than
+/// queue without bound.
+const QUEUE_CAPACITY: usize = 65_536;
 
 /// The hash that precedes the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -187,6 +193,10 @@ pub struct AuditOptions {
     pub checkpoint_interval: Duration,
     /// Most records written in one transaction.
     pub max_batch: usize,
+    /// Group-commit delay: while requests that will produce a record are still running, the
+    /// writer waits up to this long for their records, so one fsync covers more of them.
+    /// Zero commits whatever is queued at once.
+    pub commit_delay: Duration,
 }
 
 impl Default for AuditOptions {
@@ -195,6 +205,7 @@ impl Default for AuditOptions {
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(300),
             max_batch: 4096,
+            commit_delay: Duration::from_micros(1000),
         }
     }
 }
@@ -222,12 +233,26 @@ enum Msg {
 
 /// The audit log: a handle to the writer thread plus read access for queries.
 pub struct AuditLog {
-    sender: mpsc::Sender<Msg>,
+    sender: mpsc::SyncSender<Msg>,
     store: Arc<SqliteAuditStore>,
     tenant: String,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Marks a request that will produce an audit record (see [`AuditLog::begin`]); the group
+/// commit waits for such requests. Dropping it (or recording) ends the mark.
+pub struct AuditTicket {
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for AuditTicket {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct Writer {
+    in_flight: Arc<AtomicUsize>,
     store: Arc<SqliteAuditStore>,
     signer: TokenSigningKey,
     head_seq: i64,
@@ -343,9 +368,9 @@ impl Writer {
         result.map(|_| seq)
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
-            let Some(first) = rx.blocking_recv() else {
+            let Ok(first) = rx.recv() else {
                 // Every sender is gone: sign what is left unsigned before the thread ends.
                 if self.since_checkpoint > 0 {
                     let _ = self.write(Vec::new(), true);
@@ -359,10 +384,27 @@ impl Writer {
                 Msg::Checkpoint(ack, mode) => checkpoints.push((ack, mode)),
             };
             push(first, &mut batch);
-            while batch.len() < self.opts.max_batch {
-                match rx.try_recv() {
+            let started = Instant::now();
+            loop {
+                while batch.len() < self.opts.max_batch {
+                    match rx.try_recv() {
+                        Ok(m) => push(m, &mut batch),
+                        Err(_) => break,
+                    }
+                }
+                // Group commit: records of requests still running are about to arrive; a
+                // short wait lets one fsync cover them too (bounded by commit_delay).
+                let waiting = self.in_flight.load(Ordering::Acquire);
+                let left = self.opts.commit_delay.saturating_sub(started.elapsed());
+                if waiting == 0 || batch.len() >= self.opts.max_batch || left.is_zero() {
+                    break;
+                }
+                // Short slices, so a request that ends without a record (its ticket dropped)
+                // releases the wait soon.
+                match rx.recv_timeout(left.min(Duration::from_micros(250))) {
                     Ok(m) => push(m, &mut batch),
-                    Err(_) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             }
             let unsigned = self.since_checkpoint + batch.len() as u64 > 0;
@@ -398,7 +440,9 @@ impl AuditLog {
         tenant: String,
         opts: AuditOptions,
     ) -> Result<Self, AuditError> {
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let mut writer = Writer {
+            in_flight: in_flight.clone(),
             store: store.clone(),
             signer,
             head_seq: 0,
@@ -408,7 +452,7 @@ impl AuditLog {
             opts,
         };
         writer.reload_head()?;
-        let (sender, rx) = mpsc::channel(65_536);
+        let (sender, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("cmkvault-audit".into())
             .spawn(move || writer.run(rx))
@@ -417,11 +461,49 @@ impl AuditLog {
             sender,
             store,
             tenant,
+            in_flight,
         })
+    }
+
+    /// Marks the start of a request whose record will follow; pass the ticket to `record`.
+    pub fn begin(&self) -> AuditTicket {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        AuditTicket {
+            in_flight: self.in_flight.clone(),
+        }
+    }
+
+    /// Records an event and waits until it is durable; returns its sequence number. The
+    /// request's ticket (if any) ends once the record is queued.
+    pub async fn record_with(
+        &self,
+        ticket: Option<AuditTicket>,
+        event: &AuditEvent,
+    ) -> Result<i64, AuditError> {
+        let done = self.enqueue(event).await;
+        drop(ticket);
+        done?.await.map_err(|_| AuditError::Closed)?
     }
 
     /// Records an event and waits until it is durable; returns its sequence number.
     pub async fn record(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        self.record_with(None, event).await
+    }
+
+    /// Hands a message to the writer without blocking; a full queue is a failure.
+    fn send(&self, msg: Msg) -> Result<(), AuditError> {
+        self.sender.try_send(msg).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                AuditError::Write("the audit queue is full (the writer is behind)".into())
+            }
+            mpsc::TrySendError::Disconnected(_) => AuditError::Closed,
+        })
+    }
+
+    async fn enqueue(
+        &self,
+        event: &AuditEvent,
+    ) -> Result<oneshot::Receiver<Result<i64, AuditError>>, AuditError> {
         let record = event.to_record(&self.tenant).to_string();
         let row = AuditRow {
             seq: 0,
@@ -436,14 +518,11 @@ impl AuditLog {
             hash: String::new(),
         };
         let (ack, done) = oneshot::channel();
-        self.sender
-            .send(Msg::Record(Box::new(Pending {
-                row,
-                ack: Some(ack),
-            })))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        done.await.map_err(|_| AuditError::Closed)?
+        self.send(Msg::Record(Box::new(Pending {
+            row,
+            ack: Some(ack),
+        })))?;
+        Ok(done)
     }
 
     /// Appends a signed checkpoint now; returns the head's sequence number.
@@ -454,10 +533,7 @@ impl AuditLog {
     /// Requests a checkpoint in the given mode; returns the head's sequence number after it.
     pub async fn checkpoint_with(&self, mode: CheckpointMode) -> Result<i64, AuditError> {
         let (ack, done) = oneshot::channel();
-        self.sender
-            .send(Msg::Checkpoint(ack, mode))
-            .await
-            .map_err(|_| AuditError::Closed)?;
+        self.send(Msg::Checkpoint(ack, mode))?;
         done.await.map_err(|_| AuditError::Closed)?
     }
 
