@@ -47,9 +47,6 @@ pub(crate) struct RequestContext {
     pub api_version: String,
     /// Decoded query parameters.
     pub query: Vec<(String, String)>,
-    /// The verified token claims.
-    #[allow(dead_code)]
-    pub claims: Claims,
 }
 
 impl RequestContext {
@@ -524,7 +521,6 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
         base,
         api_version,
         query,
-        claims,
     };
     let resp = match run_route(&state, &ctx, route, req).await {
         Ok(resp) => resp,

@@ -255,17 +255,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "cmkvault serving the Azure Key Vault keys API over HTTPS"
     );
     let handle = server.handle();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         tracing::info!("shutting down");
         handle.graceful_shutdown(Some(Duration::from_secs(10)));
     });
