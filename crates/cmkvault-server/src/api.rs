@@ -408,11 +408,11 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
         return (out.response, info);
     }
     let is_management = path == "/management" || path.starts_with("/management/");
-    info.vault = if is_management {
-        String::new()
-    } else {
-        vault_for_host(&state, &host).unwrap_or_default()
-    };
+    // Resolved once: the audit record of an early refusal names the vault too.
+    let resolved_vault = vault_for_host(&state, &host);
+    if !is_management {
+        info.vault = resolved_vault.as_ref().cloned().unwrap_or_default();
+    }
     // Authenticate before anything else, and before reading the body: the SDKs' first request
     // is an unauthenticated probe with an empty body that must get the challenge.
     let claims = match authenticate(&state, req.headers(), &host) {
@@ -465,7 +465,7 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
         }
     };
     info.api_version = api_version.clone();
-    let vault = match vault_for_host(&state, &host) {
+    let vault = match resolved_vault {
         Ok(v) => v,
         Err(e) => {
             info.description = e.code.to_string();
