@@ -12,15 +12,16 @@
 //! row's `prev_hash` is 64 zeros. `record_json` is the record with keys sorted (serde_json's
 //! map), without the chain fields `seq`, `prevHash`, `hash` that exports add.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_crypto::{PublicJwk, TokenSigningKey};
 use cmkvault_store::{AuditRow, SqliteAuditStore, StoreError};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -117,9 +118,10 @@ impl AuditEvent {
         }
     }
 
-    /// The record as Azure `AuditEvent` JSON (keys sorted).
-    pub fn to_record(&self, tenant: &str) -> Value {
-        let resource = if self.vault.is_empty() {
+    /// The record as Azure `AuditEvent` JSON text, keys sorted at every level (the structs
+    /// below declare their fields in that order), as it is chained and stored.
+    pub fn to_record_json(&self, tenant: &str) -> String {
+        let resource_id = if self.vault.is_empty() {
             format!("/SUBSCRIPTIONS/{tenant}/RESOURCEGROUPS/CMKVAULT/PROVIDERS/MICROSOFT.KEYVAULT")
         } else {
             format!(
@@ -127,46 +129,100 @@ impl AuditEvent {
                 self.vault.to_uppercase()
             )
         };
-        let mut claim = Map::new();
-        if let Some(oid) = &self.oid {
-            claim.insert("oid".into(), json!(oid));
-            claim.insert(
-                "http://schemas.microsoft.com/identity/claims/objectidentifier".into(),
-                json!(oid),
-            );
-        }
-        if let Some(appid) = &self.appid {
-            claim.insert("appid".into(), json!(appid));
-        }
-        let mut props = Map::new();
-        props.insert("requestUri".into(), json!(self.request_uri));
-        props.insert("httpStatusCode".into(), json!(self.status));
-        if let Some(id) = &self.key_id {
-            props.insert("id".into(), json!(id));
-        }
-        if let Some(ci) = &self.client_info {
-            props.insert("clientInfo".into(), json!(ci));
-        }
-        if let Some(m) = self.access_policy_match {
-            props.insert("isAccessPolicyMatch".into(), json!(m));
-        }
-        json!({
-            "time": rfc3339_ms(self.time_ms),
-            "category": "AuditEvent",
-            "resourceId": resource,
-            "vault": self.vault,
-            "operationName": self.operation,
-            "operationVersion": self.api_version,
-            "resultType": self.result_type(),
-            "resultSignature": self.result_signature,
-            "resultDescription": self.result_description,
-            "durationMs": self.duration_ms,
-            "callerIpAddress": self.caller_ip,
-            "correlationId": self.correlation_id,
-            "identity": {"claim": claim},
-            "properties": props,
-        })
+        let record = RecordJson {
+            caller_ip: &self.caller_ip,
+            category: "AuditEvent",
+            correlation_id: &self.correlation_id,
+            duration_ms: self.duration_ms,
+            identity: IdentityJson {
+                claim: ClaimJson {
+                    appid: self.appid.as_deref(),
+                    object_identifier: self.oid.as_deref(),
+                    oid: self.oid.as_deref(),
+                },
+            },
+            operation: &self.operation,
+            api_version: &self.api_version,
+            properties: PropertiesJson {
+                client_info: self.client_info.as_deref(),
+                status: self.status,
+                id: self.key_id.as_deref(),
+                access_policy_match: self.access_policy_match,
+                request_uri: &self.request_uri,
+            },
+            resource_id,
+            result_description: &self.result_description,
+            result_signature: &self.result_signature,
+            result_type: self.result_type(),
+            time: rfc3339_ms(self.time_ms),
+            vault: &self.vault,
+        };
+        // Serialising borrowed strings and numbers cannot fail.
+        serde_json::to_string(&record).unwrap_or_default()
     }
+}
+
+/// An `AuditEvent` record as stored; fields in sorted key order.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    #[serde(rename = "callerIpAddress")]
+    caller_ip: &'a str,
+    category: &'static str,
+    #[serde(rename = "correlationId")]
+    correlation_id: &'a str,
+    #[serde(rename = "durationMs")]
+    duration_ms: u64,
+    identity: IdentityJson<'a>,
+    #[serde(rename = "operationName")]
+    operation: &'a str,
+    #[serde(rename = "operationVersion")]
+    api_version: &'a str,
+    properties: PropertiesJson<'a>,
+    #[serde(rename = "resourceId")]
+    resource_id: String,
+    #[serde(rename = "resultDescription")]
+    result_description: &'a str,
+    #[serde(rename = "resultSignature")]
+    result_signature: &'a str,
+    #[serde(rename = "resultType")]
+    result_type: &'static str,
+    time: String,
+    vault: &'a str,
+}
+
+#[derive(Serialize)]
+struct IdentityJson<'a> {
+    claim: ClaimJson<'a>,
+}
+
+#[derive(Serialize)]
+struct ClaimJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appid: Option<&'a str>,
+    #[serde(
+        rename = "http://schemas.microsoft.com/identity/claims/objectidentifier",
+        skip_serializing_if = "Option::is_none"
+    )]
+    object_identifier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oid: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct PropertiesJson<'a> {
+    #[serde(rename = "clientInfo", skip_serializing_if = "Option::is_none")]
+    client_info: Option<&'a str>,
+    #[serde(rename = "httpStatusCode")]
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(
+        rename = "isAccessPolicyMatch",
+        skip_serializing_if = "Option::is_none"
+    )]
+    access_policy_match: Option<bool>,
+    #[serde(rename = "requestUri")]
+    request_uri: &'a str,
 }
 
 /// Hash of one chain row.
@@ -212,6 +268,8 @@ impl Default for AuditOptions {
 
 struct Pending {
     row: AuditRow,
+    /// When the request queued it (the group commit bounds how long it waits).
+    queued: Instant,
     ack: Option<oneshot::Sender<Result<i64, AuditError>>>,
 }
 
@@ -236,23 +294,64 @@ pub struct AuditLog {
     sender: mpsc::SyncSender<Msg>,
     store: Arc<SqliteAuditStore>,
     tenant: String,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Requests that will produce a record but have not queued it yet. The writer's group commit
+/// waits for them; the last one to finish wakes it, so arriving records never wake it one by
+/// one.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    writer_waiting: AtomicBool,
+    lock: Mutex<()>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn begin(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.writer_waiting.load(Ordering::SeqCst)
+        {
+            // Taking the lock orders this after the writer's check; it is then waiting.
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.idle.notify_one();
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.count.load(Ordering::SeqCst) == 0
+    }
+
+    /// Waits until no request is in flight or `timeout` passes.
+    fn wait_idle(&self, timeout: Duration) {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.writer_waiting.store(true, Ordering::SeqCst);
+        if !self.is_idle() {
+            let _ = self.idle.wait_timeout(guard, timeout);
+        }
+        self.writer_waiting.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Marks a request that will produce an audit record (see [`AuditLog::begin`]); the group
 /// commit waits for such requests. Dropping it (or recording) ends the mark.
 pub struct AuditTicket {
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Drop for AuditTicket {
     fn drop(&mut self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight.end();
     }
 }
 
 struct Writer {
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<InFlight>,
     store: Arc<SqliteAuditStore>,
     signer: TokenSigningKey,
     head_seq: i64,
@@ -384,7 +483,6 @@ impl Writer {
                 Msg::Checkpoint(ack, mode) => checkpoints.push((ack, mode)),
             };
             push(first, &mut batch);
-            let started = Instant::now();
             loop {
                 while batch.len() < self.opts.max_batch {
                     match rx.try_recv() {
@@ -392,20 +490,20 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-                // Group commit: records of requests still running are about to arrive; a
-                // short wait lets one fsync cover them too (bounded by commit_delay).
-                let waiting = self.in_flight.load(Ordering::Acquire);
-                let left = self.opts.commit_delay.saturating_sub(started.elapsed());
-                if waiting == 0 || batch.len() >= self.opts.max_batch || left.is_zero() {
+                // Group commit: while requests that will produce a record are still running,
+                // wait until the oldest record has waited `commit_delay`, so one fsync covers
+                // the records that arrive meanwhile. The writer waits on the in-flight count,
+                // not on the queue, so arriving records do not wake it one by one; it commits
+                // early once nothing is running any more.
+                let Some(oldest) = batch.first().map(|p| p.queued) else {
+                    break;
+                };
+                let left = self.opts.commit_delay.saturating_sub(oldest.elapsed());
+                if left.is_zero() || batch.len() >= self.opts.max_batch || self.in_flight.is_idle()
+                {
                     break;
                 }
-                // Short slices, so a request that ends without a record (its ticket dropped)
-                // releases the wait soon.
-                match rx.recv_timeout(left.min(Duration::from_micros(250))) {
-                    Ok(m) => push(m, &mut batch),
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
+                self.in_flight.wait_idle(left);
             }
             let unsigned = self.since_checkpoint + batch.len() as u64 > 0;
             let interval_passed = self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
@@ -440,7 +538,7 @@ impl AuditLog {
         tenant: String,
         opts: AuditOptions,
     ) -> Result<Self, AuditError> {
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(InFlight::default());
         let mut writer = Writer {
             in_flight: in_flight.clone(),
             store: store.clone(),
@@ -467,7 +565,7 @@ impl AuditLog {
 
     /// Marks the start of a request whose record will follow; pass the ticket to `record`.
     pub fn begin(&self) -> AuditTicket {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.begin();
         AuditTicket {
             in_flight: self.in_flight.clone(),
         }
@@ -504,7 +602,7 @@ impl AuditLog {
         &self,
         event: &AuditEvent,
     ) -> Result<oneshot::Receiver<Result<i64, AuditError>>, AuditError> {
-        let record = event.to_record(&self.tenant).to_string();
+        let record = event.to_record_json(&self.tenant);
         let row = AuditRow {
             seq: 0,
             time_ms: event.time_ms,
@@ -520,6 +618,7 @@ impl AuditLog {
         let (ack, done) = oneshot::channel();
         self.send(Msg::Record(Box::new(Pending {
             row,
+            queued: Instant::now(),
             ack: Some(ack),
         })))?;
         Ok(done)
@@ -759,6 +858,57 @@ mod tests {
         assert_eq!(
             (back.seq, back.prev_hash.as_str(), back.hash.as_str()),
             (3, "p", "h")
+        );
+    }
+
+    #[test]
+    fn records_are_azure_shaped_with_sorted_keys() {
+        let full = AuditEvent {
+            time_ms: 1_795_442_250_123,
+            vault: "team-a".into(),
+            operation: "KeyUnwrap".into(),
+            api_version: "7.5".into(),
+            status: 403,
+            result_signature: "Forbidden".into(),
+            result_description: "ForbiddenByRbac".into(),
+            duration_ms: 3,
+            caller_ip: "127.0.0.1".into(),
+            oid: Some("0b5c-oid".into()),
+            appid: Some("app \"quoted\"".into()),
+            request_uri: "https://team-a.vault.local/keys/k/unwrapkey?api-version=7.5".into(),
+            key_id: Some("https://team-a.vault.local/keys/k/v1".into()),
+            correlation_id: "c-1".into(),
+            client_info: Some("azsdk-python".into()),
+            access_policy_match: Some(false),
+        };
+        let text = full.to_record_json("tid");
+        let value: Value = serde_json::from_str(&text).unwrap();
+        // serde_json's map sorts keys, so re-serialising gives the same text only if the
+        // record's keys were sorted at every level.
+        assert_eq!(value.to_string(), text);
+        assert_eq!(value["resultType"], "Failure");
+        assert_eq!(value["time"], "2026-11-23T13:57:30.123Z");
+        assert_eq!(
+            value["resourceId"],
+            "/SUBSCRIPTIONS/tid/RESOURCEGROUPS/CMKVAULT/PROVIDERS/MICROSOFT.KEYVAULT/VAULTS/TEAM-A"
+        );
+        assert_eq!(value["identity"]["claim"]["oid"], "0b5c-oid");
+        assert_eq!(value["identity"]["claim"]["appid"], "app \"quoted\"");
+        assert_eq!(value["properties"]["httpStatusCode"], 403);
+        assert_eq!(value["properties"]["isAccessPolicyMatch"], false);
+
+        let bare = AuditEvent {
+            operation: "Authentication".into(),
+            status: 401,
+            ..Default::default()
+        };
+        let value: Value = serde_json::from_str(&bare.to_record_json("tid")).unwrap();
+        assert_eq!(value.to_string(), bare.to_record_json("tid"));
+        assert_eq!(value["identity"]["claim"], json!({}));
+        assert!(value["properties"].get("id").is_none());
+        assert_eq!(
+            value["resourceId"],
+            "/SUBSCRIPTIONS/tid/RESOURCEGROUPS/CMKVAULT/PROVIDERS/MICROSOFT.KEYVAULT"
         );
     }
 }
