@@ -99,9 +99,11 @@ pub struct BenchArgs {
     /// Data directory whose tls/ca.pem is trusted with --url.
     #[arg(long, env = "CMKVAULT_DATA", default_value = "./cmkvault-data")]
     pub data: PathBuf,
-    /// Audit log of the embedded server: `on` (durable, fail-closed; the product's only mode)
-    /// or `off` (to measure what audit costs).
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// Audit log of the embedded server: `on` (durable, fail-closed; the product's only mode),
+    /// `off` (to measure what audit costs), or `both`: two embedded servers, one with audit on
+    /// and one off, loaded in alternating slices of the same run so that a drift in the
+    /// machine's speed hits both alike; reports each throughput and their ratio.
+    #[arg(long, default_value = "on", value_parser = ["on", "off", "both"])]
     pub audit: String,
 }
 
@@ -619,6 +621,7 @@ fn value_of(json: &Value, what: &str) -> Result<Vec<u8>> {
 }
 
 /// The request the load phase repeats.
+#[derive(Clone)]
 struct LoadRequest {
     method: Method,
     url: String,
@@ -922,8 +925,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     // spec; it is checked again below).
     resolve_alg(op, &flag_spec, args.alg.as_deref())?;
 
-    if args.url.is_some() && args.audit == "off" {
-        bail!("--audit off applies to the embedded server only; a remote server's audit cannot be switched off");
+    if args.url.is_some() && args.audit != "on" {
+        bail!("--audit {} applies to the embedded server only; a remote server's audit cannot be switched off", args.audit);
+    }
+    if args.audit == "both" {
+        if args.key.is_some() {
+            bail!("--audit both creates a fresh key on each embedded server; drop --key");
+        }
+        return compare_audit(&args, op, flag_spec, warmup, duration).await;
     }
     let target = match &args.url {
         Some(url) => Target::external(url, &args)?,
@@ -1236,6 +1245,184 @@ async fn measure(
         bail!("no request succeeded (the first error is shown above)");
     }
     Ok(())
+}
+
+// ------------------------------------------------------------------------ audit on vs off
+
+/// Length of one measured slice of `--audit both`.
+const SLICE: Duration = Duration::from_secs(1);
+/// Unmeasured start of each slice (new connections, TLS handshakes).
+const SLICE_WARMUP: Duration = Duration::from_millis(300);
+
+/// One side of `--audit both`.
+struct Side {
+    target: Target,
+    req: LoadRequest,
+    total: WorkerStats,
+    cores: Vec<f64>,
+    per_slice: Vec<f64>,
+}
+
+impl Side {
+    async fn start(
+        audit: bool,
+        op: Op,
+        spec: &KeySpec,
+        alg: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Side> {
+        let target = Target::embedded(ttl, audit).await?;
+        let http = target.client()?;
+        let name = format!("bench-{}", hex::encode(random(4)?));
+        let bundle = target
+            .expect(
+                &http,
+                Method::POST,
+                &format!("/keys/{name}/create"),
+                Some(&spec.create_body()),
+                &format!("cannot create key {name}"),
+            )
+            .await?;
+        let req = prepare_request(&target, &http, op, alg, &key_path(&bundle)?).await?;
+        Ok(Side {
+            target,
+            req,
+            total: WorkerStats::default(),
+            cores: Vec::new(),
+            per_slice: Vec::new(),
+        })
+    }
+
+    async fn slice(&mut self, concurrency: usize) -> Result<()> {
+        let (st, cpu) = load(
+            &self.target,
+            self.req.clone(),
+            concurrency,
+            SLICE_WARMUP,
+            SLICE,
+        )
+        .await?;
+        self.per_slice.push(st.ok as f64 / SLICE.as_secs_f64());
+        self.total.ok += st.ok;
+        self.total.errors += st.errors;
+        self.total.latencies_us.extend_from_slice(&st.latencies_us);
+        if let Some((own, _)) = cpu {
+            self.cores.push(own);
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, label: &str, measured: Duration) -> f64 {
+        let throughput = self.total.ok as f64 / measured.as_secs_f64();
+        self.total.latencies_us.sort_unstable();
+        let l = &self.total.latencies_us;
+        println!(
+            "{label} requests: {} ok, {} errors",
+            self.total.ok, self.total.errors
+        );
+        println!("{label} throughput: {throughput:.1} ops/s");
+        if !l.is_empty() {
+            println!(
+                "{label} latency: p50={} p99={} p999={} max={}",
+                ms(percentile(l, 0.50)),
+                ms(percentile(l, 0.99)),
+                ms(percentile(l, 0.999)),
+                ms(l[l.len() - 1])
+            );
+        }
+        if !self.cores.is_empty() {
+            eprintln!(
+                "bench: {label}: {:.2} cores in use on average (server and load generator)",
+                self.cores.iter().sum::<f64>() / self.cores.len() as f64
+            );
+        }
+        throughput
+    }
+}
+
+/// `--audit both`: the same load on an audit-on and an audit-off embedded server, in
+/// alternating one-second slices (the order flips every round), so the ratio between them
+/// holds even when the machine's speed drifts during the run.
+async fn compare_audit(
+    args: &BenchArgs,
+    op: Op,
+    spec: KeySpec,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<()> {
+    let alg = resolve_alg(op, &spec, args.alg.as_deref())?;
+    let rounds = duration.as_secs().max(1) as u32;
+    let ttl = warmup + (SLICE + SLICE_WARMUP) * 2 * rounds;
+    let mut on = Side::start(true, op, &spec, alg.as_deref(), ttl).await?;
+    let mut off = match Side::start(false, op, &spec, alg.as_deref(), ttl).await {
+        Ok(s) => s,
+        Err(e) => {
+            on.target.close().await;
+            return Err(e);
+        }
+    };
+    println!(
+        "bench: op={} key={} alg={} concurrency={} duration={} warmup={} server=embedded audit=both slices={}x{}",
+        op.name(),
+        spec.label(),
+        alg.as_deref().unwrap_or("none"),
+        args.concurrency,
+        secs(duration),
+        secs(warmup),
+        rounds,
+        secs(SLICE)
+    );
+    let result = async {
+        if !warmup.is_zero() {
+            for side in [&mut on, &mut off] {
+                load(&side.target, side.req.clone(), args.concurrency, warmup, Duration::from_millis(1)).await?;
+            }
+        }
+        eprintln!(
+            "bench: {} clients, {rounds} rounds of one {}-slice per server ...",
+            args.concurrency,
+            secs(SLICE)
+        );
+        for round in 0..rounds {
+            if round % 2 == 0 {
+                on.slice(args.concurrency).await?;
+                off.slice(args.concurrency).await?;
+            } else {
+                off.slice(args.concurrency).await?;
+                on.slice(args.concurrency).await?;
+            }
+        }
+        let measured = SLICE * rounds;
+        let t_on = on.report("audit=on", measured);
+        let t_off = off.report("audit=off", measured);
+        let mut ratios: Vec<f64> = on
+            .per_slice
+            .iter()
+            .zip(&off.per_slice)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| a / b * 100.0)
+            .collect();
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        if t_off > 0.0 && !ratios.is_empty() {
+            println!(
+                "audit ratio: {:.1}% (on/off throughput; per round min {:.1}% median {:.1}% max {:.1}%)",
+                t_on / t_off * 100.0,
+                ratios[0],
+                ratios[ratios.len() / 2],
+                ratios[ratios.len() - 1]
+            );
+        } else {
+            println!("audit ratio: n/a");
+        }
+        if on.total.ok == 0 || off.total.ok == 0 {
+            bail!("no request succeeded on one of the servers (the first error is shown above)");
+        }
+        Ok(())
+    }
+    .await;
+    on.target.close().await;
+    off.target.close().await;
+    result
 }
 
 #[cfg(test)]
