@@ -12,7 +12,7 @@
 //! row's `prev_hash` is 64 zeros. `record_json` is the record with keys sorted (serde_json's
 //! map), without the chain fields `seq`, `prevHash`, `hash` that exports add.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -295,6 +295,22 @@ pub struct AuditLog {
     store: Arc<SqliteAuditStore>,
     tenant: String,
     in_flight: Arc<InFlight>,
+    stats: Arc<StatCounters>,
+}
+
+/// Counters of the audit writer since start, for benchmarks and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Event records made durable.
+    pub records: u64,
+    /// Transactions committed (each is one fsync).
+    pub commits: u64,
+}
+
+#[derive(Default)]
+struct StatCounters {
+    records: AtomicU64,
+    commits: AtomicU64,
 }
 
 /// Requests that will produce a record but have not queued it yet. The writer's group commit
@@ -352,6 +368,7 @@ impl Drop for AuditTicket {
 
 struct Writer {
     in_flight: Arc<InFlight>,
+    stats: Arc<StatCounters>,
     store: Arc<SqliteAuditStore>,
     signer: TokenSigningKey,
     head_seq: i64,
@@ -442,6 +459,8 @@ impl Writer {
             .map_err(|e| AuditError::Write(e.to_string()));
         match &result {
             Ok(()) => {
+                self.stats.records.fetch_add(events, Ordering::Relaxed);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.head_seq = seq;
                 self.head_hash = prev;
                 if due {
@@ -539,8 +558,10 @@ impl AuditLog {
         opts: AuditOptions,
     ) -> Result<Self, AuditError> {
         let in_flight = Arc::new(InFlight::default());
+        let stats = Arc::new(StatCounters::default());
         let mut writer = Writer {
             in_flight: in_flight.clone(),
+            stats: stats.clone(),
             store: store.clone(),
             signer,
             head_seq: 0,
@@ -560,7 +581,16 @@ impl AuditLog {
             store,
             tenant,
             in_flight,
+            stats,
         })
+    }
+
+    /// Records and commits written since the writer started.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            records: self.stats.records.load(Ordering::Relaxed),
+            commits: self.stats.commits.load(Ordering::Relaxed),
+        }
     }
 
     /// Marks the start of a request whose record will follow; pass the ticket to `record`.

@@ -1393,6 +1393,17 @@ async fn compare_audit(
             }
         }
         let measured = SLICE * rounds;
+        if let Some(audit) = on.target.embedded.as_ref().and_then(|e| e.server.audit.as_ref()) {
+            let st = audit.stats();
+            if st.commits > 0 {
+                eprintln!(
+                    "bench: audit=on: {} records in {} commits ({:.1} records per fsync)",
+                    st.records,
+                    st.commits,
+                    st.records as f64 / st.commits as f64
+                );
+            }
+        }
         let t_on = on.report("audit=on", measured);
         let t_off = off.report("audit=off", measured);
         let mut ratios: Vec<f64> = on
