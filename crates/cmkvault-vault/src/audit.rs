@@ -428,21 +428,23 @@ impl Writer {
     /// Chains and writes a batch; acknowledges each request after the commit.
     fn write(
         &mut self,
-        mut batch: Vec<Pending>,
+        batch: Vec<Pending>,
         force_checkpoint: bool,
     ) -> Result<i64, AuditError> {
         let mut seq = self.head_seq;
         let mut prev = self.head_hash.clone();
         let mut rows = Vec::with_capacity(batch.len() + 1);
-        for p in &mut batch {
+        let mut acks = Vec::with_capacity(batch.len());
+        for p in batch {
             seq += 1;
-            p.row.seq = seq;
-            p.row.prev_hash = prev.clone();
-            p.row.hash = chain_hash(&prev, seq, &p.row.record);
-            prev = p.row.hash.clone();
-            rows.push(p.row.clone());
+            let mut row = p.row;
+            row.seq = seq;
+            row.hash = chain_hash(&prev, seq, &row.record);
+            row.prev_hash = std::mem::replace(&mut prev, row.hash.clone());
+            rows.push(row);
+            acks.push((seq, p.ack));
         }
-        let events = batch.len() as u64;
+        let events = acks.len() as u64;
         let due = force_checkpoint
             || self.since_checkpoint + events >= self.opts.checkpoint_every
             || (self.since_checkpoint + events > 0
@@ -471,14 +473,14 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!("audit write failed, {} requests refused: {e}", batch.len());
+                tracing::error!("audit write failed, {} requests refused: {e}", acks.len());
                 let _ = self.reload_head();
             }
         }
-        for p in batch {
-            if let Some(ack) = p.ack {
+        for (row_seq, ack) in acks {
+            if let Some(ack) = ack {
                 let _ = ack.send(match &result {
-                    Ok(()) => Ok(p.row.seq),
+                    Ok(()) => Ok(row_seq),
                     Err(e) => Err(AuditError::Write(e.to_string())),
                 });
             }
