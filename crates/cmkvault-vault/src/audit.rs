@@ -426,11 +426,7 @@ impl Writer {
     }
 
     /// Chains and writes a batch; acknowledges each request after the commit.
-    fn write(
-        &mut self,
-        batch: Vec<Pending>,
-        force_checkpoint: bool,
-    ) -> Result<i64, AuditError> {
+    fn write(&mut self, batch: Vec<Pending>, force_checkpoint: bool) -> Result<i64, AuditError> {
         let mut seq = self.head_seq;
         let mut prev = self.head_hash.clone();
         let mut rows = Vec::with_capacity(batch.len() + 1);

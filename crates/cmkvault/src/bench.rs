@@ -1330,10 +1330,11 @@ impl Side {
                 ms(l[l.len() - 1])
             );
         }
-        if !self.cores.is_empty() {
+        if !self.cores.is_empty() && throughput > 0.0 {
+            let cores = self.cores.iter().sum::<f64>() / self.cores.len() as f64;
             eprintln!(
-                "bench: {label}: {:.2} cores in use on average (server and load generator)",
-                self.cores.iter().sum::<f64>() / self.cores.len() as f64
+                "bench: {label}: {cores:.2} cores in use on average, {:.1}us cpu per request (server and load generator)",
+                cores / throughput * 1e6
             );
         }
         throughput
