@@ -25,9 +25,11 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_time ON audit (time_ms);
-CREATE INDEX IF NOT EXISTS audit_principal ON audit (principal, seq);
 CREATE INDEX IF NOT EXISTS audit_checkpoints ON audit (seq) WHERE kind = 'checkpoint';
+-- Queries walk the rows by seq (the rowid); these two indexes of early versions were never used
+-- by a query plan and cost every insert, so they are dropped.
+DROP INDEX IF EXISTS audit_time;
+DROP INDEX IF EXISTS audit_principal;
 "#;
 
 /// One stored audit row.
@@ -297,5 +299,54 @@ mod tests {
             })
             .unwrap();
         assert!(plan.contains("audit_checkpoints"), "{plan}");
+    }
+
+    #[test]
+    fn only_the_checkpoint_index_is_kept_and_old_indexes_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        // A log made by an earlier version, with its two write-only indexes.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE audit (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL,
+                   kind TEXT NOT NULL, vault TEXT NOT NULL, principal TEXT NOT NULL,
+                   operation TEXT NOT NULL, result TEXT NOT NULL, record TEXT NOT NULL,
+                   prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+                 CREATE INDEX audit_time ON audit (time_ms);
+                 CREATE INDEX audit_principal ON audit (principal, seq);",
+            )
+            .unwrap();
+        }
+        let s = SqliteAuditStore::open(&path, Duration::from_secs(1)).unwrap();
+        s.append(&[r(1, "KeyGet")]).unwrap();
+        let indexes: Vec<String> = s
+            .with(|c| {
+                let mut st = c.prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'
+                     ORDER BY name",
+                )?;
+                let names = st
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(names)
+            })
+            .unwrap();
+        assert_eq!(indexes, ["audit_checkpoints"]);
+        // Queries walk the rowid, with or without filters.
+        let plan: String = s
+            .with(|c| {
+                let mut st = c.prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT {COLS} FROM audit
+                     WHERE seq > 0 AND time_ms >= 5 AND principal = 'p1' ORDER BY seq LIMIT 5"
+                ))?;
+                let details = st
+                    .query_map([], |r| r.get::<_, String>(3))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(details.join("; "))
+            })
+            .unwrap();
+        assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+        assert_eq!(s.query(&AuditFilter::default()).unwrap().len(), 1);
     }
 }
