@@ -233,3 +233,57 @@ fn backup_restores_all_versions_into_another_vault() {
         Err(VaultError::BadParameter(_))
     ));
 }
+
+#[test]
+fn quick_crypto_needs_a_cached_key_and_a_cheap_operation() {
+    let (svc, _) = service();
+    let create = |name: &str, kty: &str, size: u32| {
+        svc.create_key(
+            "default",
+            name,
+            CreateKey {
+                kty: kty.into(),
+                key_size: Some(size),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let warm = |name: &str| {
+        let input = CryptoInput {
+            alg: if name.starts_with("oct") {
+                "A256KW"
+            } else {
+                "RSA-OAEP-256"
+            }
+            .into(),
+            value: vec![7u8; 32],
+            ..Default::default()
+        };
+        svc.crypto("default", name, None, CryptoOp::WrapKey, &input)
+            .unwrap();
+    };
+    create("rsa2048", "RSA", 2048);
+    create("rsa3072", "RSA", 3072);
+    create("oct", "oct-HSM", 256);
+
+    // Creating a key does not parse it into the cache: the first use may read storage.
+    assert!(!svc.crypto_is_quick("default", "rsa2048", None, CryptoOp::UnwrapKey));
+    for name in ["rsa2048", "rsa3072", "oct"] {
+        warm(name);
+    }
+    assert!(svc.crypto_is_quick("default", "rsa2048", None, CryptoOp::UnwrapKey));
+    assert!(svc.crypto_is_quick("default", "rsa2048", None, CryptoOp::Sign));
+    // RSA-3072 private-key operations take several times longer: not quick; public ones are.
+    assert!(!svc.crypto_is_quick("default", "rsa3072", None, CryptoOp::UnwrapKey));
+    assert!(!svc.crypto_is_quick("default", "rsa3072", None, CryptoOp::Decrypt));
+    assert!(svc.crypto_is_quick("default", "rsa3072", None, CryptoOp::WrapKey));
+    assert!(svc.crypto_is_quick("default", "oct", None, CryptoOp::UnwrapKey));
+    // An unknown key or version is never quick (the slow path reports the error).
+    assert!(!svc.crypto_is_quick("default", "missing", None, CryptoOp::WrapKey));
+    assert!(!svc.crypto_is_quick("default", "oct", Some("0000"), CryptoOp::WrapKey));
+    // A change to the key drops it from the cache.
+    svc.update_key("default", "oct", None, UpdateKey::default())
+        .unwrap();
+    assert!(!svc.crypto_is_quick("default", "oct", None, CryptoOp::WrapKey));
+}
