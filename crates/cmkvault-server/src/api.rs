@@ -928,14 +928,8 @@ async fn run_route(
         Route::Crypto(name, version, op) => {
             let input = crypto_input(&body)?;
             let display = name.clone();
-            // A cached key and a cheap operation run right here; anything that may read storage
-            // or take longer goes to the blocking pool, so async workers never stall for long.
-            let out = if svc.crypto_is_quick(&vault, &name, version.as_deref(), op) {
-                svc.crypto(&vault, &name, version.as_deref(), op, &input)
-                    .map_err(ApiError::from)?
-            } else {
-                blocking(move || svc.crypto(&vault, &name, version.as_deref(), op, &input)).await?
-            };
+            let out =
+                blocking(move || svc.crypto(&vault, &name, version.as_deref(), op, &input)).await?;
             match out {
                 CryptoOutput::Verified(valid) => ok_json(json!({"value": valid})),
                 CryptoOutput::Bytes {

@@ -14,10 +14,6 @@ use crate::model::*;
 use crate::rotation::{RotationPolicy, RotationPolicyInput};
 use crate::{Clock, VaultError, VaultResult};
 
-/// Largest RSA key whose private-key operations count as quick (about 0.2 ms on one core with
-/// AVX-512 IFMA; 3072 bits takes about 3.5 times as long, 4096 about 8 times).
-const QUICK_RSA_PRIVATE_BITS: usize = 2048;
-
 const DAY: i64 = 86_400;
 const ROOT_CHECK_META: &str = "root-key-check";
 const ROOT_CHECK_AAD: &[u8] = b"cmkvault:root-key-check:v1";
@@ -936,31 +932,6 @@ impl VaultService {
     }
 
     // ---------------------------------------------------------------- crypto
-
-    /// Whether [`crypto`](Self::crypto) on this key would finish within a few hundred
-    /// microseconds without touching storage: the version is already parsed in the cache and the
-    /// operation is cheap (symmetric, EC, an RSA public-key operation, or an RSA private-key
-    /// operation up to 2048 bits). Callers may then run it on the calling thread instead of
-    /// handing it to a thread pool, which saves two thread switches per operation.
-    pub fn crypto_is_quick(
-        &self,
-        vault: &str,
-        name: &str,
-        version: Option<&str>,
-        op: CryptoOp,
-    ) -> bool {
-        let version = version.filter(|v| !v.is_empty());
-        let Some(loaded) = self.cache.get(vault, name, version) else {
-            return false;
-        };
-        let private_op = matches!(op, CryptoOp::Decrypt | CryptoOp::UnwrapKey | CryptoOp::Sign);
-        match loaded.private.family() {
-            KeyFamily::Rsa => {
-                !private_op || loaded.private.key_size_bits() <= QUICK_RSA_PRIVATE_BITS
-            }
-            KeyFamily::Ec | KeyFamily::Oct => true,
-        }
-    }
 
     /// Runs a crypto operation on a key version after checking `enabled`, `nbf`, `exp` and
     /// `key_ops`.
