@@ -9,8 +9,8 @@
 //! signing key, so an exported log can be verified by an auditor with the public key.
 //!
 //! Hash of a row: `SHA-256(prev_hash_hex ‖ "\n" ‖ seq ‖ "\n" ‖ record_json)`, hex; the first
-//! row's `prev_hash` is 64 zeros. `record_json` is the record with keys sorted (serde_json's
-//! map), without the chain fields `seq`, `prevHash`, `hash` that exports add.
+//! row's `prev_hash` is 64 zeros. `record_json` is the record with keys sorted at every level (as
+//! stored), without the chain fields `seq`, `prevHash`, `hash` that exports add.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
