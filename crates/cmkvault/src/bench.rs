@@ -620,6 +620,24 @@ fn value_of(json: &Value, what: &str) -> Result<Vec<u8>> {
         .with_context(|| format!("{what}: the value is not base64url"))
 }
 
+/// Creates key `name` as `spec` describes; returns its bundle.
+async fn create_key(
+    target: &Target,
+    http: &reqwest::Client,
+    name: &str,
+    spec: &KeySpec,
+) -> Result<Value> {
+    target
+        .expect(
+            http,
+            Method::POST,
+            &format!("/keys/{name}/create"),
+            Some(&spec.create_body()),
+            &format!("cannot create key {name}"),
+        )
+        .await
+}
+
 /// The request the load phase repeats.
 #[derive(Clone)]
 struct LoadRequest {
@@ -991,15 +1009,7 @@ async fn bench(
     let bundle = match existing {
         Some(b) => b,
         None => {
-            let b = target
-                .expect(
-                    &http,
-                    Method::POST,
-                    &format!("/keys/{name}/create"),
-                    Some(&spec.create_body()),
-                    &format!("cannot create key {name}"),
-                )
-                .await?;
+            let b = create_key(target, &http, &name, &spec).await?;
             eprintln!("bench: created key {name} ({})", spec.label());
             b
         }
@@ -1274,15 +1284,7 @@ impl Side {
         let target = Target::embedded(ttl, audit).await?;
         let http = target.client()?;
         let name = format!("bench-{}", hex::encode(random(4)?));
-        let bundle = target
-            .expect(
-                &http,
-                Method::POST,
-                &format!("/keys/{name}/create"),
-                Some(&spec.create_body()),
-                &format!("cannot create key {name}"),
-            )
-            .await?;
+        let bundle = create_key(&target, &http, &name, spec).await?;
         let req = prepare_request(&target, &http, op, alg, &key_path(&bundle)?).await?;
         Ok(Side {
             target,
