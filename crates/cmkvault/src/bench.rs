@@ -906,6 +906,20 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank - 1]
 }
 
+/// `p50=… p99=… p999=… max=…` of sorted latencies in microseconds, or `n/a` when empty.
+fn latency_summary(sorted: &[u64]) -> String {
+    match sorted.last() {
+        None => "n/a".into(),
+        Some(&max) => format!(
+            "p50={} p99={} p999={} max={}",
+            ms(percentile(sorted, 0.50)),
+            ms(percentile(sorted, 0.99)),
+            ms(percentile(sorted, 0.999)),
+            ms(max)
+        ),
+    }
+}
+
 fn ms(us: u64) -> String {
     format!("{:.2}ms", us as f64 / 1000.0)
 }
@@ -1199,18 +1213,7 @@ async fn measure(
     let throughput = stats.ok as f64 / duration.as_secs_f64();
     println!("requests: {} ok, {} errors", stats.ok, stats.errors);
     println!("throughput: {throughput:.1} ops/s");
-    let l = &stats.latencies_us;
-    if l.is_empty() {
-        println!("latency: n/a");
-    } else {
-        println!(
-            "latency: p50={} p99={} p999={} max={}",
-            ms(percentile(l, 0.50)),
-            ms(percentile(l, 0.99)),
-            ms(percentile(l, 0.999)),
-            ms(l[l.len() - 1])
-        );
-    }
+    println!("latency: {}", latency_summary(&stats.latencies_us));
 
     match (raw, raw_before) {
         (Some(raw), Some(before)) => {
@@ -1324,13 +1327,7 @@ impl Side {
         );
         println!("{label} throughput: {throughput:.1} ops/s");
         if !l.is_empty() {
-            println!(
-                "{label} latency: p50={} p99={} p999={} max={}",
-                ms(percentile(l, 0.50)),
-                ms(percentile(l, 0.99)),
-                ms(percentile(l, 0.999)),
-                ms(l[l.len() - 1])
-            );
+            println!("{label} latency: {}", latency_summary(l));
         }
         if !self.cores.is_empty() && throughput > 0.0 {
             let cores = self.cores.iter().sum::<f64>() / self.cores.len() as f64;
