@@ -444,6 +444,138 @@ fn verify_tail_query_export_and_tamper_detection() {
 
 // ------------------------------------------------------------------ signed checkpoints
 
+// ------------------------------------------------------------------ a killed server
+
+/// Correlation ids of the records in an export of `data`, in chain order.
+fn exported_correlation_ids(data: &Path, scratch: &Path) -> Vec<String> {
+    let out = success(
+        audit(&["export", "--data", data.to_str().unwrap()], scratch),
+        "export",
+    );
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("an export line is JSON"))
+        .filter(|v| v["category"] == "AuditEvent")
+        .map(|v| v["correlationId"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
+    let tmp = TempDir::new().unwrap();
+    let scratch = tmp.path();
+    let data = scratch.join("data");
+    let mut server = Server::start(&data, scratch);
+    let token = success(
+        run(
+            cmkvault(&["token", "--data", data.to_str().unwrap()]),
+            scratch,
+        ),
+        "token",
+    )
+    .trim()
+    .to_string();
+    let base = format!("https://localhost:{}", server.port);
+    let client = https_client(&data, server.port);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        client
+            .post(format!("{base}/keys/k1/create?api-version=7.6"))
+            .bearer_auth(&token)
+            .json(&json!({"kty": "EC", "crv": "P-256"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+
+    // Eight clients send GETs, each with its own correlation id, until the server is killed
+    // (SIGKILL, no shutdown path) in the middle of the load.
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (client, base, token, acked) =
+                (client.clone(), base.clone(), token.clone(), acked.clone());
+            rt.spawn(async move {
+                for i in 0..20_000 {
+                    let id = format!("crash-{c}-{i}");
+                    let sent = client
+                        .get(format!("{base}/keys/k1?api-version=7.6"))
+                        .bearer_auth(&token)
+                        .header("x-ms-client-request-id", &id)
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => acked.lock().unwrap().push(id),
+                        Ok(r) => panic!("unexpected status {} before the kill", r.status()),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 300 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    for c in clients {
+        rt.block_on(c).unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 300,
+        "only {} requests before the kill",
+        acked.len()
+    );
+
+    // The log verifies and holds every acknowledged request exactly once.
+    let out = success(verify(&data, scratch), "verify after the kill");
+    assert!(out.starts_with("audit chain OK: "), "{out}");
+    let ids = exported_correlation_ids(&data, scratch);
+    let mut seen = std::collections::HashMap::new();
+    for id in &ids {
+        *seen.entry(id.as_str()).or_insert(0) += 1;
+    }
+    for id in &acked {
+        assert_eq!(
+            seen.get(id.as_str()),
+            Some(&1),
+            "acknowledged {id} has no single record"
+        );
+    }
+
+    // A restarted server continues the same chain.
+    let server = Server::start(&data, scratch);
+    let client = https_client(&data, server.port);
+    let base = format!("https://localhost:{}", server.port);
+    let status = rt.block_on(async {
+        client
+            .get(format!("{base}/keys/k1?api-version=7.6"))
+            .bearer_auth(&token)
+            .header("x-ms-client-request-id", "after-restart")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    let out = success(verify(&data, scratch), "verify after the restart");
+    assert!(out.starts_with("audit chain OK: "), "{out}");
+    let after = exported_correlation_ids(&data, scratch);
+    assert_eq!(after.last().map(String::as_str), Some("after-restart"));
+    assert_eq!(
+        after.len(),
+        ids.len() + 1,
+        "one more record, nothing lost or repeated"
+    );
+}
+
 /// Writes `n` events through the audit writer itself, a checkpoint every `every`.
 fn make_log(data: &Path, n: usize, every: u64) {
     let dir = cmkvault_server::datadir::open(data, None).expect("open data dir");
