@@ -57,6 +57,10 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+/// How far a `since` query looks back before the newest checkpoint it may start at, in
+/// milliseconds (see [`SqliteAuditStore::query`]).
+pub const SINCE_CLOCK_SLACK_MS: i64 = 10 * 60 * 1000;
+
 /// Which rows a query returns.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
@@ -191,7 +195,20 @@ impl SqliteAuditStore {
     }
 
     /// Rows matching a filter, in sequence order.
+    ///
+    /// With `since_ms`, the scan starts at the newest checkpoint written more than
+    /// [`SINCE_CLOCK_SLACK_MS`] before it instead of at the first row: a row is written after
+    /// its event time and before any later checkpoint, whose time is taken when it is written,
+    /// so no earlier row can match. The slack covers the wall clock stepping back.
     pub fn query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
+        let mut after_seq = f.after_seq.unwrap_or(0);
+        if let Some(since) = f.since_ms {
+            if let Some(cp) =
+                self.last_checkpoint_at_or_before(since.saturating_sub(SINCE_CLOCK_SLACK_MS))?
+            {
+                after_seq = after_seq.max(cp.seq - 1);
+            }
+        }
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {COLS} FROM audit
@@ -204,7 +221,7 @@ impl SqliteAuditStore {
             let limit = f.limit.map(|l| l as i64).unwrap_or(i64::MAX);
             let rows = st.query_map(
                 params![
-                    f.after_seq.unwrap_or(0),
+                    after_seq,
                     f.since_ms.unwrap_or(i64::MIN),
                     f.principal,
                     f.operation,
@@ -299,6 +316,68 @@ mod tests {
             })
             .unwrap();
         assert!(plan.contains("audit_checkpoints"), "{plan}");
+    }
+
+    #[test]
+    fn since_queries_start_at_a_checkpoint_older_than_the_slack() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteAuditStore::open(&dir.path().join("a.db"), Duration::from_secs(1)).unwrap();
+        // One row a minute for 100 minutes, a checkpoint every 10 rows.
+        let minute = 60_000;
+        let rows: Vec<AuditRow> = (1..=100)
+            .map(|seq| {
+                let mut x = r(seq, "KeyGet");
+                x.time_ms = seq * minute;
+                if seq % 10 == 0 {
+                    x.kind = "checkpoint".into();
+                }
+                x
+            })
+            .collect();
+        s.append(&rows).unwrap();
+        for since in [0, 1, 35, 50, 71, 100, 101] {
+            let got: Vec<i64> = s
+                .query(&AuditFilter {
+                    since_ms: Some(since * minute),
+                    ..Default::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|x| x.seq)
+                .collect();
+            assert_eq!(
+                got,
+                (since.max(1)..=100).collect::<Vec<_>>(),
+                "since {since}"
+            );
+        }
+        // A row that claims a later time than the checkpoint after it (impossible for the
+        // writer) shows where the scan starts: before seq 60, the newest checkpoint at least
+        // 10 minutes older than minute 75, it is not read.
+        s.with(|c| {
+            Ok(c.execute(
+                "UPDATE audit SET time_ms = ?1 WHERE seq = 55",
+                [80 * minute],
+            )?)
+        })
+        .unwrap();
+        s.with(|c| {
+            Ok(c.execute(
+                "UPDATE audit SET time_ms = ?1 WHERE seq = 61",
+                [80 * minute],
+            )?)
+        })
+        .unwrap();
+        let got: Vec<i64> = s
+            .query(&AuditFilter {
+                since_ms: Some(75 * minute),
+                ..Default::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|x| x.seq)
+            .collect();
+        assert_eq!(got, [61].into_iter().chain(75..=100).collect::<Vec<_>>());
     }
 
     #[test]
