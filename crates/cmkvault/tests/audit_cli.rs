@@ -493,8 +493,9 @@ fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
     });
     assert_eq!(status, 200);
 
-    // Eight clients send GETs, each with its own correlation id, until the server is killed
-    // (SIGKILL, no shutdown path) in the middle of the load.
+    // Eight clients, each request with its own correlation id, until the server is killed
+    // (SIGKILL, no shutdown path) in the middle of the load: six read a key, two create keys
+    // named after the request.
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let clients: Vec<_> = (0..8)
         .map(|c| {
@@ -503,8 +504,14 @@ fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
             rt.spawn(async move {
                 for i in 0..20_000 {
                     let id = format!("crash-{c}-{i}");
-                    let sent = client
-                        .get(format!("{base}/keys/k1?api-version=7.6"))
+                    let request = if c < 2 {
+                        client
+                            .post(format!("{base}/keys/{id}/create?api-version=7.6"))
+                            .json(&json!({"kty": "EC", "crv": "P-256"}))
+                    } else {
+                        client.get(format!("{base}/keys/k1?api-version=7.6"))
+                    };
+                    let sent = request
                         .bearer_auth(&token)
                         .header("x-ms-client-request-id", &id)
                         .send()
@@ -565,14 +572,37 @@ fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
             .status()
     });
     assert_eq!(status, 200);
+    // Every acknowledged key creation survived.
+    let created: Vec<&String> = acked
+        .iter()
+        .filter(|id| id.starts_with("crash-0-") || id.starts_with("crash-1-"))
+        .collect();
+    assert!(!created.is_empty());
+    rt.block_on(async {
+        for id in &created {
+            let status = client
+                .get(format!("{base}/keys/{id}?api-version=7.6"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200, "acknowledged key {id} is gone");
+        }
+    });
     let out = success(verify(&data, scratch), "verify after the restart");
     assert!(out.starts_with("audit chain OK: "), "{out}");
     let after = exported_correlation_ids(&data, scratch);
-    assert_eq!(after.last().map(String::as_str), Some("after-restart"));
+    assert_eq!(
+        after[..ids.len()],
+        ids[..],
+        "the records before the kill are unchanged"
+    );
+    assert_eq!(after[ids.len()], "after-restart");
     assert_eq!(
         after.len(),
-        ids.len() + 1,
-        "one more record, nothing lost or repeated"
+        ids.len() + 1 + created.len(),
+        "nothing lost or repeated"
     );
 }
 
