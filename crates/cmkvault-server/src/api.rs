@@ -315,12 +315,12 @@ async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
         if let Err(e) = audit.record_with(ticket, &event).await {
             // Fail closed: nothing is acknowledged without a durable audit record.
             tracing::error!(%method, %path, "request refused: {e}");
-            resp = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
+            // A 503 already says the request was refused (and what was not done); keep it.
+            if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+                resp = audit_unavailable(
                 "The request could not be recorded in the audit log, so it was not acknowledged. Try again later.",
-            )
-            .into_response();
+                );
+            }
         }
     }
     let headers = resp.headers_mut();
@@ -337,6 +337,31 @@ async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
     }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     resp
+}
+
+/// The 503 of a request refused because the audit log cannot be written.
+fn audit_unavailable(message: &str) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        message,
+    )
+    .into_response()
+}
+
+/// Refuses a state change while the audit log cannot be written (see
+/// [`cmkvault_vault::audit::AuditLog::ready_for_change`]), so that the change does not happen
+/// without a record.
+async fn audit_gate(state: &AppState) -> Result<(), Response> {
+    let Some(audit) = &state.audit else {
+        return Ok(());
+    };
+    audit.ready_for_change().await.map_err(|e| {
+        tracing::error!("state change refused before it ran: {e}");
+        audit_unavailable(
+            "The audit log cannot be written, so the change was not made. Try again later.",
+        )
+    })
 }
 
 fn now_ms() -> i64 {
@@ -425,6 +450,13 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
     };
     info.claims = Some(claims.clone());
     if is_management {
+        if req.method() != Method::GET {
+            if let Err(resp) = audit_gate(&state).await {
+                info.operation = crate::management::operation_name(req.method(), &path).to_string();
+                info.description = "AuditUnavailable".into();
+                return (resp, info);
+            }
+        }
         let (resp, op) = crate::management::handle(state, req, host, claims).await;
         info.operation = op.to_string();
         info.description = error_code(&resp);
@@ -522,6 +554,12 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
         api_version,
         query,
     };
+    if op.changes_state() {
+        if let Err(resp) = audit_gate(&state).await {
+            info.description = "AuditUnavailable".into();
+            return (resp, info);
+        }
+    }
     let resp = match run_route(&state, &ctx, route, req).await {
         Ok(resp) => resp,
         Err(e) => {

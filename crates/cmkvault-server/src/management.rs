@@ -241,7 +241,7 @@ fn words(path: &str) -> Vec<String> {
 }
 
 /// The audit operationName of a management request.
-fn operation_name(method: &Method, path: &str) -> &'static str {
+pub(crate) fn operation_name(method: &Method, path: &str) -> &'static str {
     let w = words(path);
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     let m = method;

@@ -762,6 +762,44 @@ async fn unrecordable_requests_are_refused_and_the_log_recovers_without_gap() {
     for t in tasks {
         check_503(&t.await.unwrap(), "a concurrent unwrap during the lock");
     }
+    // Once a write has failed, a state change is refused before it runs: the key below must
+    // not exist afterwards. (The first create above met the failure only at its record, so it
+    // may have happened; that window is one batch.)
+    let cid = "gated-create".to_string();
+    let r = send_unchecked(
+        request(
+            &ts,
+            Method::POST,
+            &ts.url(&ts.base, "/keys/gated/create"),
+            Some(&ts.token),
+            &cid,
+        )
+        .json(&json!({"kty": "EC", "crv": "P-256"})),
+    )
+    .await;
+    check_503(&r, "a create after a failed audit write");
+    assert!(
+        r.2["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("was not made")),
+        "{}",
+        r.2
+    );
+    blocked.push(cid);
+    let cid = "gated-vault".to_string();
+    let r = send_unchecked(
+        request(
+            &ts,
+            Method::PUT,
+            &ts.url(&ts.base, "/management/vaults/gatedvault"),
+            Some(&ts.token),
+            &cid,
+        )
+        .json(&json!({})),
+    )
+    .await;
+    check_503(&r, "a vault creation after a failed audit write");
+    blocked.push(cid);
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(
         all_rows(&ts).len(),
@@ -787,8 +825,26 @@ async fn unrecordable_requests_are_refused_and_the_log_recovers_without_gap() {
     }
     ts.create_key("after-lock", json!({"kty": "EC", "crv": "P-256"}))
         .await;
+    let r = send_unchecked(request(
+        &ts,
+        Method::GET,
+        &ts.url(&ts.base, "/keys/gated"),
+        Some(&ts.token),
+        "gated-get",
+    ))
+    .await;
+    assert_eq!(r.0, 404, "the refused create was not made: {}", r.2);
+    let r = send_unchecked(request(
+        &ts,
+        Method::GET,
+        &ts.url(&ts.base, "/management/vaults/gatedvault"),
+        Some(&ts.token),
+        "gated-vault-get",
+    ))
+    .await;
+    assert_eq!(r.0, 404, "the refused vault creation was not made: {}", r.2);
     let rows = all_rows(&ts);
-    assert_eq!(rows.len(), rows_before + 4);
+    assert_eq!(rows.len(), rows_before + 6);
     let report = verify_ok(&ts, &rows);
     assert_eq!(
         (report.first_seq, report.last_seq, report.rows),

@@ -296,6 +296,7 @@ pub struct AuditLog {
     tenant: String,
     in_flight: Arc<InFlight>,
     stats: Arc<StatCounters>,
+    failing: Arc<AtomicBool>,
 }
 
 /// Counters of the audit writer since start, for benchmarks and diagnostics.
@@ -369,6 +370,8 @@ impl Drop for AuditTicket {
 struct Writer {
     in_flight: Arc<InFlight>,
     stats: Arc<StatCounters>,
+    /// The last write failed (cleared by the next one that succeeds).
+    failing: Arc<AtomicBool>,
     store: Arc<SqliteAuditStore>,
     signer: TokenSigningKey,
     head_seq: i64,
@@ -455,6 +458,7 @@ impl Writer {
             .store
             .append(&rows)
             .map_err(|e| AuditError::Write(e.to_string()));
+        self.failing.store(result.is_err(), Ordering::SeqCst);
         match &result {
             Ok(()) => {
                 self.stats.records.fetch_add(events, Ordering::Relaxed);
@@ -557,9 +561,11 @@ impl AuditLog {
     ) -> Result<Self, AuditError> {
         let in_flight = Arc::new(InFlight::default());
         let stats = Arc::new(StatCounters::default());
+        let failing = Arc::new(AtomicBool::new(false));
         let mut writer = Writer {
             in_flight: in_flight.clone(),
             stats: stats.clone(),
+            failing: failing.clone(),
             store: store.clone(),
             signer,
             head_seq: 0,
@@ -580,6 +586,7 @@ impl AuditLog {
             tenant,
             in_flight,
             stats,
+            failing,
         })
     }
 
@@ -589,6 +596,17 @@ impl AuditLog {
             records: self.stats.records.load(Ordering::Relaxed),
             commits: self.stats.commits.load(Ordering::Relaxed),
         }
+    }
+
+    /// Call before a state change. A change whose record then fails to be written has already
+    /// happened; so after a failed write, this first appends a signed checkpoint as a probe,
+    /// and an error means the log is still not writable and the change must not run. While
+    /// the log is healthy it costs one atomic load.
+    pub async fn ready_for_change(&self) -> Result<(), AuditError> {
+        if self.failing.load(Ordering::SeqCst) {
+            self.checkpoint().await?;
+        }
+        Ok(())
     }
 
     /// Marks the start of a request whose record will follow; pass the ticket to `record`.

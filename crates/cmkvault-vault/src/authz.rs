@@ -119,6 +119,23 @@ impl Operation {
         }
     }
 
+    /// Whether the operation changes stored state (keys, versions, attributes, policies), as
+    /// opposed to reading or using a key.
+    pub fn changes_state(self) -> bool {
+        matches!(
+            self,
+            Operation::KeyCreate
+                | Operation::KeyImport
+                | Operation::KeyUpdate
+                | Operation::KeyDelete
+                | Operation::KeyRecover
+                | Operation::KeyPurge
+                | Operation::KeyRestore
+                | Operation::KeyRotate
+                | Operation::KeyRotationPolicySet
+        )
+    }
+
     /// The RBAC dataAction this operation needs.
     pub fn data_action(self) -> &'static str {
         match self {
