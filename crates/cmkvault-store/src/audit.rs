@@ -335,49 +335,30 @@ mod tests {
             })
             .collect();
         s.append(&rows).unwrap();
-        for since in [0, 1, 35, 50, 71, 100, 101] {
-            let got: Vec<i64> = s
-                .query(&AuditFilter {
-                    since_ms: Some(since * minute),
-                    ..Default::default()
-                })
-                .unwrap()
-                .iter()
-                .map(|x| x.seq)
-                .collect();
-            assert_eq!(
-                got,
-                (since.max(1)..=100).collect::<Vec<_>>(),
-                "since {since}"
-            );
+        let since = |minutes: i64| -> Vec<i64> {
+            let f = AuditFilter {
+                since_ms: Some(minutes * minute),
+                ..Default::default()
+            };
+            s.query(&f).unwrap().iter().map(|x| x.seq).collect()
+        };
+        for m in [0, 1, 35, 50, 71, 100, 101] {
+            assert_eq!(since(m), (m.max(1)..=100).collect::<Vec<_>>(), "since {m}");
         }
         // A row that claims a later time than the checkpoint after it (impossible for the
         // writer) shows where the scan starts: before seq 60, the newest checkpoint at least
         // 10 minutes older than minute 75, it is not read.
-        s.with(|c| {
-            Ok(c.execute(
-                "UPDATE audit SET time_ms = ?1 WHERE seq = 55",
-                [80 * minute],
-            )?)
-        })
-        .unwrap();
-        s.with(|c| {
-            Ok(c.execute(
-                "UPDATE audit SET time_ms = ?1 WHERE seq = 61",
-                [80 * minute],
-            )?)
-        })
-        .unwrap();
-        let got: Vec<i64> = s
-            .query(&AuditFilter {
-                since_ms: Some(75 * minute),
-                ..Default::default()
+        for seq in [55, 61] {
+            s.with(|c| {
+                let sql = "UPDATE audit SET time_ms = ?1 WHERE seq = ?2";
+                Ok(c.execute(sql, [80 * minute, seq])?)
             })
-            .unwrap()
-            .iter()
-            .map(|x| x.seq)
-            .collect();
-        assert_eq!(got, [61].into_iter().chain(75..=100).collect::<Vec<_>>());
+            .unwrap();
+        }
+        assert_eq!(
+            since(75),
+            [61].into_iter().chain(75..=100).collect::<Vec<_>>()
+        );
     }
 
     #[test]
