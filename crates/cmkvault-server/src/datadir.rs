@@ -7,7 +7,6 @@
 //! DIR/tls/server.pem  server certificate chain; DIR/tls/server.key its key (0600)
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,27 +36,7 @@ pub struct DataDir {
 /// Writes a file via a temporary file, fsync and rename, so a crash leaves the old or the new
 /// content, never half of it.
 pub fn write_file_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), ServerError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let io = |e| ServerError::io(path, e);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    cmkvault_store::write_file_atomic(path, data, mode).map_err(|e| ServerError::io(path, e))
 }
 
 fn decode_root_key(text: &str, source: &str) -> Result<RootKey, ServerError> {

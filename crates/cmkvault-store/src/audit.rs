@@ -4,7 +4,7 @@
 //! writes and vice versa. Rows are opaque here: the vault crate computes the hash chain and
 //! signs checkpoints; this module only stores, reads and prunes them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -78,9 +78,21 @@ pub struct AuditFilter {
     pub limit: Option<usize>,
 }
 
+/// The newest signed checkpoint the writer made, kept beside the database in
+/// `<name>-head.json` (`DIR/audit-head.json`). Rows cut from the end of the log, down to an
+/// earlier checkpoint, still form a valid chain; this file is how `audit verify` notices.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditHead {
+    /// The checkpoint row's sequence number.
+    pub seq: i64,
+    /// The checkpoint row's hash.
+    pub hash: String,
+}
+
 /// The audit database.
 pub struct SqliteAuditStore {
     conn: Mutex<Connection>,
+    head_path: PathBuf,
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
@@ -110,8 +122,52 @@ impl SqliteAuditStore {
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
         conn.execute_batch(SCHEMA)?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
         Ok(SqliteAuditStore {
             conn: Mutex::new(conn),
+            head_path: path.with_file_name(format!("{stem}-head.json")),
+        })
+    }
+
+    /// Where [`AuditHead`] is kept.
+    pub fn head_path(&self) -> &Path {
+        &self.head_path
+    }
+
+    /// Records the newest checkpoint (after its row is committed), atomically.
+    pub fn write_head(&self, head: &AuditHead) -> StoreResult<()> {
+        let text = serde_json::to_vec(head).map_err(|e| StoreError::Database(e.to_string()))?;
+        crate::write_file_atomic(&self.head_path, &text, 0o600).map_err(|e| {
+            StoreError::Database(format!("cannot write {}: {e}", self.head_path.display()))
+        })
+    }
+
+    /// The newest checkpoint recorded by [`SqliteAuditStore::write_head`], if any.
+    pub fn read_head(&self) -> StoreResult<Option<AuditHead>> {
+        let text = match std::fs::read(&self.head_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::Database(format!(
+                    "cannot read {}: {e}",
+                    self.head_path.display()
+                )))
+            }
+        };
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            StoreError::Database(format!("{} is not valid: {e}", self.head_path.display()))
+        })
+    }
+
+    /// The row with this sequence number.
+    pub fn get(&self, seq: i64) -> StoreResult<Option<AuditRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {COLS} FROM audit WHERE seq = ?1"),
+                [seq],
+                row,
+            )
+            .optional()?)
         })
     }
 

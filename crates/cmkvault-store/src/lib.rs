@@ -7,9 +7,11 @@
 //! transaction is durable (WAL with `synchronous=FULL`), so a caller may acknowledge on return.
 
 mod audit;
+mod files;
 mod sqlite;
 
-pub use audit::{AuditFilter, AuditRow, SqliteAuditStore};
+pub use audit::{AuditFilter, AuditHead, AuditRow, SqliteAuditStore};
+pub use files::write_file_atomic;
 pub use sqlite::SqliteStore;
 
 /// Errors from a store backend.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_crypto::{PublicJwk, TokenSigningKey};
-use cmkvault_store::{AuditRow, SqliteAuditStore, StoreError};
+use cmkvault_store::{AuditHead, AuditRow, SqliteAuditStore, StoreError};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::mpsc;
@@ -468,6 +468,16 @@ impl Writer {
                 if due {
                     self.since_checkpoint = 0;
                     self.last_checkpoint = Instant::now();
+                    // The checkpoint is the batch's last row. The record of it beside the
+                    // database only helps `audit verify` notice a cut log; failing to update
+                    // it refuses nothing.
+                    let head = AuditHead {
+                        seq,
+                        hash: self.head_hash.clone(),
+                    };
+                    if let Err(e) = self.store.write_head(&head) {
+                        tracing::warn!("audit checkpoint {seq} is committed, but {e}");
+                    }
                 } else {
                     self.since_checkpoint += events;
                 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use cmkvault_crypto::PublicJwk;
-use cmkvault_store::{AuditFilter, AuditRow, SqliteAuditStore};
+use cmkvault_store::{AuditFilter, AuditHead, AuditRow, SqliteAuditStore};
 use cmkvault_vault::audit::{export_line, parse_export_line, verify_chain, ChainRow};
 
 use crate::{ClientArgs, DataArgs};
@@ -96,6 +96,27 @@ pub struct FilterArgs {
     /// At most this many records.
     #[arg(long, default_value_t = 1000)]
     limit: usize,
+}
+
+/// Checks that the log still holds the newest checkpoint the server recorded beside it, so a
+/// log cut back to an earlier checkpoint (which still verifies as a chain) is reported.
+fn check_head(store: &SqliteAuditStore, head: &AuditHead, last_seq: i64) -> Result<()> {
+    let file = store.head_path().display();
+    match store.get(head.seq)? {
+        Some(row) if row.kind == "checkpoint" && row.hash == head.hash => Ok(()),
+        Some(_) => bail!(
+            "audit log does not match {file}: record {} is not the checkpoint recorded there",
+            head.seq
+        ),
+        None if head.seq > last_seq => bail!(
+            "audit log truncated: {file} names checkpoint {}, but the log ends at record {last_seq}",
+            head.seq
+        ),
+        None => bail!(
+            "audit log does not match {file}: checkpoint {} recorded there is missing",
+            head.seq
+        ),
+    }
 }
 
 fn open_store(data: &DataArgs) -> Result<SqliteAuditStore> {
@@ -325,11 +346,18 @@ fn run_local(cmd: AuditCommand) -> Result<()> {
                 verify_chain(rows, &key)?
             } else {
                 let store = open_store(&data)?;
+                // Read before the rows: the server writes it after the checkpoint's commit,
+                // so every row it names is already in the log we then read.
+                let head = store.read_head()?;
                 let mut rows: Vec<ChainRow> = Vec::new();
                 for r in all_rows(&store) {
                     rows.push(ChainRow::from(&r?));
                 }
-                verify_chain(rows, &key)?
+                let report = verify_chain(rows, &key)?;
+                if let Some(head) = head {
+                    check_head(&store, &head, report.last_seq)?;
+                }
+                report
             };
             if report.rows == 0 {
                 writeln!(out, "audit log is empty")?;

@@ -767,3 +767,42 @@ fn checkpoint_signatures_are_verified() {
     let line = broken_at(verify(&copy, scratch), 10, "a forged checkpoint");
     assert!(line.contains("signature"), "{line}");
 }
+
+#[test]
+fn a_log_cut_back_to_an_earlier_checkpoint_is_reported() {
+    let tmp = TempDir::new().unwrap();
+    let scratch = tmp.path();
+    let data = scratch.join("data");
+    // Events 1-4, checkpoint 5, events 6-9, checkpoint 10, events 11-12, checkpoint 13.
+    make_log(&data, 10, 4);
+    let head: Value =
+        serde_json::from_slice(&std::fs::read(data.join("audit-head.json")).unwrap()).unwrap();
+    assert_eq!(head["seq"], 13, "{head}");
+
+    // Cut back to checkpoint 10: still a valid, signed chain, but shorter than the head says.
+    let cut = tampered(&data, scratch, "cut", "DELETE FROM audit WHERE seq >= 11;");
+    let line = one_error_line(verify(&cut, scratch), "a log cut back to a checkpoint");
+    assert!(
+        line.starts_with("error: audit log truncated: ")
+            && line.contains("names checkpoint 13, but the log ends at record 10"),
+        "{line}"
+    );
+
+    // A head that names another log's checkpoint.
+    let other = tampered(&data, scratch, "other-head", "SELECT 1;");
+    std::fs::write(
+        other.join("audit-head.json"),
+        json!({"seq": 13, "hash": "00".repeat(32)}).to_string(),
+    )
+    .unwrap();
+    let line = one_error_line(verify(&other, scratch), "a foreign head");
+    assert!(
+        line.contains("does not match") && line.contains("record 13"),
+        "{line}"
+    );
+
+    // Data directories from before the head file verify as before.
+    let old = tampered(&data, scratch, "no-head", "SELECT 1;");
+    std::fs::remove_file(old.join("audit-head.json")).unwrap();
+    success(verify(&old, scratch), "verify without a head file");
+}
