@@ -713,20 +713,17 @@ async fn unrecordable_requests_are_refused_and_the_log_recovers_without_gap() {
             "{what}: the refused response leaks the result"
         );
     };
+    let create_key = |name: &str, cid: &str| {
+        let url = ts.url(&ts.base, &format!("/keys/{name}/create"));
+        send_unchecked(
+            request(&ts, Method::POST, &url, Some(&ts.token), cid)
+                .json(&json!({"kty": "EC", "crv": "P-256"})),
+        )
+    };
     let mut blocked = Vec::new();
     let started = Instant::now();
     let cid = "blocked-create".to_string();
-    let r = send_unchecked(
-        request(
-            &ts,
-            Method::POST,
-            &ts.url(&ts.base, "/keys/during-lock/create"),
-            Some(&ts.token),
-            &cid,
-        )
-        .json(&json!({"kty": "EC", "crv": "P-256"})),
-    )
-    .await;
+    let r = create_key("during-lock", &cid).await;
     check_503(&r, "create during the lock");
     assert!(
         started.elapsed() >= Duration::from_millis(250),
@@ -766,17 +763,7 @@ async fn unrecordable_requests_are_refused_and_the_log_recovers_without_gap() {
     // not exist afterwards. (The first create above met the failure only at its record, so it
     // may have happened; that window is one batch.)
     let cid = "gated-create".to_string();
-    let r = send_unchecked(
-        request(
-            &ts,
-            Method::POST,
-            &ts.url(&ts.base, "/keys/gated/create"),
-            Some(&ts.token),
-            &cid,
-        )
-        .json(&json!({"kty": "EC", "crv": "P-256"})),
-    )
-    .await;
+    let r = create_key("gated", &cid).await;
     check_503(&r, "a create after a failed audit write");
     assert!(
         r.2["error"]["message"]

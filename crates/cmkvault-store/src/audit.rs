@@ -315,6 +315,20 @@ mod tests {
         }
     }
 
+    /// SQLite's plan for `SELECT … FROM audit <rest>`, its steps joined by "; ".
+    fn query_plan(s: &SqliteAuditStore, rest: &str) -> String {
+        s.with(|c| {
+            let mut st = c.prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT {COLS} FROM audit {rest}"
+            ))?;
+            let details = st
+                .query_map([], |r| r.get::<_, String>(3))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(details.join("; "))
+        })
+        .unwrap()
+    }
+
     #[test]
     fn append_query_prune() {
         let dir = tempfile::tempdir().unwrap();
@@ -359,18 +373,10 @@ mod tests {
         assert_eq!(at(35_500), Some(30));
         assert_eq!(at(i64::MAX), Some(50));
         // Pruning runs this on every maintenance tick: it must not scan the whole log.
-        let plan: String = s
-            .with(|c| {
-                let mut st = c.prepare(&format!(
-                    "EXPLAIN QUERY PLAN SELECT {COLS} FROM audit WHERE kind = 'checkpoint'
-                     AND +time_ms <= 1 ORDER BY seq DESC LIMIT 1"
-                ))?;
-                let details = st
-                    .query_map([], |r| r.get::<_, String>(3))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(details.join("; "))
-            })
-            .unwrap();
+        let plan = query_plan(
+            &s,
+            "WHERE kind = 'checkpoint' AND +time_ms <= 1 ORDER BY seq DESC LIMIT 1",
+        );
         assert!(plan.contains("audit_checkpoints"), "{plan}");
     }
 
@@ -450,18 +456,10 @@ mod tests {
             .unwrap();
         assert_eq!(indexes, ["audit_checkpoints"]);
         // Queries walk the rowid, with or without filters.
-        let plan: String = s
-            .with(|c| {
-                let mut st = c.prepare(&format!(
-                    "EXPLAIN QUERY PLAN SELECT {COLS} FROM audit
-                     WHERE seq > 0 AND time_ms >= 5 AND principal = 'p1' ORDER BY seq LIMIT 5"
-                ))?;
-                let details = st
-                    .query_map([], |r| r.get::<_, String>(3))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(details.join("; "))
-            })
-            .unwrap();
+        let plan = query_plan(
+            &s,
+            "WHERE seq > 0 AND time_ms >= 5 AND principal = 'p1' ORDER BY seq LIMIT 5",
+        );
         assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
         assert_eq!(s.query(&AuditFilter::default()).unwrap().len(), 1);
     }

@@ -59,6 +59,19 @@ fn https_client(data: &Path, port: u16) -> reqwest::Client {
         .unwrap()
 }
 
+/// Starts `cmkvault serve` over `data` and mints a bootstrap-administrator token for it.
+fn serve_with_token(data: &Path, scratch: &Path) -> (Server, String) {
+    let server = Server::start(data, scratch);
+    let token = success(
+        run(
+            cmkvault(&["token", "--data", data.to_str().unwrap()]),
+            scratch,
+        ),
+        "token",
+    );
+    (server, token.trim().to_string())
+}
+
 /// Copies a directory tree (the data directory, for tampering with a copy).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -105,19 +118,10 @@ fn verify_tail_query_export_and_tamper_detection() {
     let tmp = TempDir::new().unwrap();
     let scratch = tmp.path();
     let data = scratch.join("data");
-    let server = Server::start(&data, scratch);
-    let token = success(
-        run(
-            cmkvault(&["token", "--data", data.to_str().unwrap()]),
-            scratch,
-        ),
-        "token",
-    )
-    .trim()
-    .to_string();
+    let (server, token) = serve_with_token(&data, scratch);
 
     // Ten requests: create, six successful gets, a 404, a 401 and a list.
-    let base = format!("https://localhost:{}", server.port);
+    let base = server.url();
     let client = https_client(&data, server.port);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -464,17 +468,8 @@ fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
     let tmp = TempDir::new().unwrap();
     let scratch = tmp.path();
     let data = scratch.join("data");
-    let mut server = Server::start(&data, scratch);
-    let token = success(
-        run(
-            cmkvault(&["token", "--data", data.to_str().unwrap()]),
-            scratch,
-        ),
-        "token",
-    )
-    .trim()
-    .to_string();
-    let base = format!("https://localhost:{}", server.port);
+    let (mut server, token) = serve_with_token(&data, scratch);
+    let base = server.url();
     let client = https_client(&data, server.port);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -560,7 +555,7 @@ fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
     // A restarted server continues the same chain.
     let server = Server::start(&data, scratch);
     let client = https_client(&data, server.port);
-    let base = format!("https://localhost:{}", server.port);
+    let base = server.url();
     let status = rt.block_on(async {
         client
             .get(format!("{base}/keys/k1?api-version=7.6"))
