@@ -349,7 +349,8 @@ impl VaultService {
         Ok((key, rec))
     }
 
-    /// Opens a version's stored key reference; `export` gives the backup material instead.
+    /// Runs `open` (open a handle, or export for backup) on a version's stored key reference
+    /// with the version's identity; a reference that does not open is an internal error.
     fn open_key<T>(
         &self,
         vault: &str,

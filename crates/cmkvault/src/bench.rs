@@ -1502,6 +1502,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("RSA-OAEP-256"), "{e:#}");
+        let e = RawOp::new(&oct, Op::UnwrapKey, "NOPE").err().unwrap();
+        assert!(
+            format!("{e:#}").ends_with("unsupported algorithm NOPE: unknown algorithm"),
+            "{e:#}"
+        );
         let raw = RawOp::new(&oct, Op::Decrypt, "A256GCM").unwrap();
         assert!(raw.measure(1, Duration::from_millis(20)).unwrap() > 0.0);
         let raw = RawOp::new(&oct, Op::Decrypt, "A256CBC").unwrap();
