@@ -228,10 +228,40 @@ impl core::str::FromStr for Alg {
 
     /// Parses a JWA name (exact case).
     fn from_str(name: &str) -> Result<Alg, CryptoError> {
-        Alg::ALL
-            .into_iter()
-            .find(|a| a.as_str() == name)
-            .ok_or_else(|| CryptoError::unsupported(name, "unknown algorithm"))
+        // A match, not a scan of `ALL`: this runs once per crypto request.
+        Ok(match name {
+            "RSA-OAEP" => Alg::RsaOaep,
+            "RSA-OAEP-256" => Alg::RsaOaep256,
+            "RSA1_5" => Alg::Rsa15,
+            "RS256" => Alg::Rs256,
+            "RS384" => Alg::Rs384,
+            "RS512" => Alg::Rs512,
+            "PS256" => Alg::Ps256,
+            "PS384" => Alg::Ps384,
+            "PS512" => Alg::Ps512,
+            "ES256" => Alg::Es256,
+            "ES384" => Alg::Es384,
+            "ES512" => Alg::Es512,
+            "ES256K" => Alg::Es256K,
+            "A128KW" => Alg::A128Kw,
+            "A192KW" => Alg::A192Kw,
+            "A256KW" => Alg::A256Kw,
+            "CKM_AES_KEY_WRAP" => Alg::CkmAesKeyWrap,
+            "CKM_AES_KEY_WRAP_PAD" => Alg::CkmAesKeyWrapPad,
+            "A128GCM" => Alg::A128Gcm,
+            "A192GCM" => Alg::A192Gcm,
+            "A256GCM" => Alg::A256Gcm,
+            "A128CBC" => Alg::A128Cbc,
+            "A192CBC" => Alg::A192Cbc,
+            "A256CBC" => Alg::A256Cbc,
+            "A128CBCPAD" => Alg::A128CbcPad,
+            "A192CBCPAD" => Alg::A192CbcPad,
+            "A256CBCPAD" => Alg::A256CbcPad,
+            "HS256" => Alg::Hs256,
+            "HS384" => Alg::Hs384,
+            "HS512" => Alg::Hs512,
+            _ => return Err(CryptoError::unsupported(name, "unknown algorithm")),
+        })
     }
 }
 
