@@ -1,6 +1,8 @@
-//! [`PrivateKey`]: one parsed key of any family, and the JWA dispatch.
+//! [`PrivateKey`]: one parsed software key of any family, the first [`KeyHandle`], and the JWA
+//! dispatch.
 
-use crate::alg::{resolve, Alg, Op};
+use crate::alg::{resolve, Alg, KeyOp, Kind};
+use crate::backend::KeyHandle;
 use crate::ec::EcKey;
 use crate::error::CryptoError;
 use crate::oct::OctKey;
@@ -22,14 +24,14 @@ enum Inner {
     Oct(OctKey),
 }
 
-/// Parsed, ready-to-use private key handles.
+/// A software key: parsed, ready-to-use aws-lc private key handles. The first [`KeyHandle`].
 ///
 /// RSA keeps the signing key pair, the OAEP and PKCS#1 decryption handles and the OAEP
 /// encryption handle, all parsed once; EC keeps its key pair and verification key; oct keeps the
 /// key bytes and its AES-GCM key. `Send + Sync`; `Debug` never prints key material.
 pub struct PrivateKey {
     inner: Inner,
-    /// The self-describing serialization returned by [`PrivateKey::to_bytes`].
+    /// The self-describing serialization returned by [`PrivateKey::serialized`].
     serialized: Zeroizing<Vec<u8>>,
 }
 
@@ -96,14 +98,15 @@ impl PrivateKey {
         }
     }
 
-    /// Self-describing serialization for sealing: one tag byte, then PKCS#8 v1 DER (RSA),
-    /// a curve byte and PKCS#8 v1 DER (EC), or the raw key bytes (oct).
-    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        self.serialized.clone()
+    /// Self-describing serialization for sealing and backup only: one tag byte, then PKCS#8 v1
+    /// DER (RSA), a curve byte and PKCS#8 v1 DER (EC), or the raw key bytes (oct). Crate-private:
+    /// the only way out is the software backend's sealing and backup export.
+    pub(crate) fn serialized(&self) -> &[u8] {
+        &self.serialized
     }
 
-    /// Parses the output of [`PrivateKey::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+    /// Parses the output of [`PrivateKey::serialized`].
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let (&tag, rest) = bytes
             .split_first()
             .ok_or_else(|| CryptoError::key("empty key serialization"))?;
@@ -126,115 +129,12 @@ impl PrivateKey {
         })
     }
 
-    /// Key family.
-    pub fn family(&self) -> KeyFamily {
-        match self.inner {
-            Inner::Rsa(_) => KeyFamily::Rsa,
-            Inner::Ec(_) => KeyFamily::Ec,
-            Inner::Oct(_) => KeyFamily::Oct,
-        }
-    }
-
-    /// RSA modulus bits, EC curve bits (521 for P-521), or oct key bits.
-    pub fn key_size_bits(&self) -> usize {
-        match &self.inner {
-            Inner::Rsa(k) => k.bits(),
-            Inner::Ec(k) => k.curve().bits(),
-            Inner::Oct(k) => k.bits(),
-        }
-    }
-
-    /// The curve of an EC key; `None` otherwise.
-    pub fn curve(&self) -> Option<Curve> {
-        match &self.inner {
-            Inner::Ec(k) => Some(k.curve()),
-            _ => None,
-        }
-    }
-
-    /// Public JWK members (n, e for RSA; crv, x, y for EC; nothing for oct).
-    pub fn public_jwk(&self) -> PublicJwk {
-        match &self.inner {
-            Inner::Rsa(k) => k.public_jwk().clone(),
-            Inner::Ec(k) => k.public_jwk().clone(),
-            Inner::Oct(_) => PublicJwk::default(),
-        }
-    }
-
-    /// Encrypts: RSA-OAEP, RSA-OAEP-256; A*GCM (service-generated IV), A*CBC, A*CBCPAD
-    /// (caller IV), A*KW, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD.
-    pub fn encrypt(&self, alg: &str, req: &CipherRequest) -> Result<CipherOutput, CryptoError> {
-        let a = self.resolve(alg, Op::Encrypt)?;
-        match &self.inner {
-            Inner::Rsa(k) => k.encrypt(alg, a, req),
-            Inner::Oct(k) => k.encrypt(alg, a, req),
-            Inner::Ec(_) => Err(CryptoError::Crypto),
-        }
-    }
-
-    /// Decrypts: as [`PrivateKey::encrypt`], plus RSA1_5 for legacy data.
-    pub fn decrypt(
-        &self,
-        alg: &str,
-        req: &CipherRequest,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let a = self.resolve(alg, Op::Decrypt)?;
-        match &self.inner {
-            Inner::Rsa(k) => k.decrypt(alg, a, req),
-            Inner::Oct(k) => k.decrypt(alg, a, req),
-            Inner::Ec(_) => Err(CryptoError::Crypto),
-        }
-    }
-
-    /// Wraps key material: RSA-OAEP, RSA-OAEP-256; A*KW, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD.
-    pub fn wrap_key(&self, alg: &str, key: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let a = self.resolve(alg, Op::Wrap)?;
-        match &self.inner {
-            Inner::Rsa(k) => k.oaep_encrypt(alg, a, key),
-            Inner::Oct(k) => k.wrap(alg, a, key),
-            Inner::Ec(_) => Err(CryptoError::Crypto),
-        }
-    }
-
-    /// Unwraps key material: as [`PrivateKey::wrap_key`], plus RSA1_5 for legacy data.
-    pub fn unwrap_key(&self, alg: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let a = self.resolve(alg, Op::Unwrap)?;
-        match &self.inner {
-            Inner::Rsa(k) => k.decrypt_raw(alg, a, wrapped),
-            Inner::Oct(k) => k.unwrap(alg, a, wrapped),
-            Inner::Ec(_) => Err(CryptoError::Crypto),
-        }
-    }
-
-    /// Signs a pre-computed digest (RS*, PS*, ES*), or MACs the given value (HS*, oct keys).
-    pub fn sign(&self, alg: &str, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let a = self.resolve(alg, Op::Sign)?;
-        match (&self.inner, a) {
-            (Inner::Rsa(k), _) => k.sign(alg, a, digest),
-            (Inner::Ec(k), _) => k.sign(alg, digest),
-            (Inner::Oct(k), Alg::Hmac(h)) => Ok(k.hmac_sign(h, digest)),
-            (Inner::Oct(_), _) => Err(CryptoError::Crypto),
-        }
-    }
-
-    /// Verifies a signature (or HMAC, in constant time); `Ok(false)` for a well-formed request
-    /// whose signature does not verify (including a signature of the wrong length).
-    pub fn verify(&self, alg: &str, digest: &[u8], signature: &[u8]) -> Result<bool, CryptoError> {
-        let a = self.resolve(alg, Op::Verify)?;
-        match (&self.inner, a) {
-            (Inner::Rsa(k), _) => k.verify(alg, a, digest, signature),
-            (Inner::Ec(k), _) => k.verify(alg, digest, signature),
-            (Inner::Oct(k), Alg::Hmac(h)) => Ok(k.hmac_verify(h, digest, signature)),
-            (Inner::Oct(_), _) => Err(CryptoError::Crypto),
-        }
-    }
-
     /// Resolves `alg` for this key and operation, including key-size / curve checks.
-    fn resolve(&self, alg: &str, op: Op) -> Result<Alg, CryptoError> {
+    fn resolve(&self, alg: Alg, op: KeyOp) -> Result<Kind, CryptoError> {
         let a = resolve(alg, self.family(), op)?;
         match (&self.inner, a) {
-            (Inner::Ec(k), Alg::Ecdsa(curve)) => k.check_curve(alg, curve)?,
-            (Inner::Oct(k), _) => k.check_size(alg, a)?,
+            (Inner::Ec(k), Kind::Ecdsa(curve)) => k.check_curve(alg.as_str(), curve)?,
+            (Inner::Oct(k), _) => k.check_size(alg.as_str(), a)?,
             _ => {}
         }
         Ok(a)
@@ -270,5 +170,112 @@ impl PrivateKey {
             inner: Inner::Oct(key),
             serialized: s,
         })
+    }
+}
+
+impl KeyHandle for PrivateKey {
+    /// Key family.
+    fn family(&self) -> KeyFamily {
+        match self.inner {
+            Inner::Rsa(_) => KeyFamily::Rsa,
+            Inner::Ec(_) => KeyFamily::Ec,
+            Inner::Oct(_) => KeyFamily::Oct,
+        }
+    }
+
+    /// RSA modulus bits, EC curve bits (521 for P-521), or oct key bits.
+    fn key_size_bits(&self) -> usize {
+        match &self.inner {
+            Inner::Rsa(k) => k.bits(),
+            Inner::Ec(k) => k.curve().bits(),
+            Inner::Oct(k) => k.bits(),
+        }
+    }
+
+    /// The curve of an EC key; `None` otherwise.
+    fn curve(&self) -> Option<Curve> {
+        match &self.inner {
+            Inner::Ec(k) => Some(k.curve()),
+            _ => None,
+        }
+    }
+
+    /// Public JWK members (n, e for RSA; crv, x, y for EC; nothing for oct).
+    fn public_jwk(&self) -> PublicJwk {
+        match &self.inner {
+            Inner::Rsa(k) => k.public_jwk().clone(),
+            Inner::Ec(k) => k.public_jwk().clone(),
+            Inner::Oct(_) => PublicJwk::default(),
+        }
+    }
+
+    /// Encrypts: RSA-OAEP, RSA-OAEP-256; A*GCM (service-generated IV), A*CBC, A*CBCPAD
+    /// (caller IV), A*KW, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD.
+    fn encrypt(&self, alg: Alg, req: &CipherRequest) -> Result<CipherOutput, CryptoError> {
+        let a = self.resolve(alg, KeyOp::Encrypt)?;
+        let alg = alg.as_str();
+        match &self.inner {
+            Inner::Rsa(k) => k.encrypt(alg, a, req),
+            Inner::Oct(k) => k.encrypt(alg, a, req),
+            Inner::Ec(_) => Err(CryptoError::Crypto),
+        }
+    }
+
+    /// Decrypts: as [`KeyHandle::encrypt`], plus RSA1_5 for legacy data.
+    fn decrypt(&self, alg: Alg, req: &CipherRequest) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let a = self.resolve(alg, KeyOp::Decrypt)?;
+        let alg = alg.as_str();
+        match &self.inner {
+            Inner::Rsa(k) => k.decrypt(alg, a, req),
+            Inner::Oct(k) => k.decrypt(alg, a, req),
+            Inner::Ec(_) => Err(CryptoError::Crypto),
+        }
+    }
+
+    /// Wraps key material: RSA-OAEP, RSA-OAEP-256; A*KW, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD.
+    fn wrap_key(&self, alg: Alg, key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let a = self.resolve(alg, KeyOp::WrapKey)?;
+        let alg = alg.as_str();
+        match &self.inner {
+            Inner::Rsa(k) => k.oaep_encrypt(alg, a, key),
+            Inner::Oct(k) => k.wrap(alg, a, key),
+            Inner::Ec(_) => Err(CryptoError::Crypto),
+        }
+    }
+
+    /// Unwraps key material: as [`KeyHandle::wrap_key`], plus RSA1_5 for legacy data.
+    fn unwrap_key(&self, alg: Alg, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let a = self.resolve(alg, KeyOp::UnwrapKey)?;
+        let alg = alg.as_str();
+        match &self.inner {
+            Inner::Rsa(k) => k.decrypt_raw(alg, a, wrapped),
+            Inner::Oct(k) => k.unwrap(alg, a, wrapped),
+            Inner::Ec(_) => Err(CryptoError::Crypto),
+        }
+    }
+
+    /// Signs a pre-computed digest (RS*, PS*, ES*), or MACs the given value (HS*, oct keys).
+    fn sign(&self, alg: Alg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let a = self.resolve(alg, KeyOp::Sign)?;
+        let alg = alg.as_str();
+        match (&self.inner, a) {
+            (Inner::Rsa(k), _) => k.sign(alg, a, digest),
+            (Inner::Ec(k), _) => k.sign(alg, digest),
+            (Inner::Oct(k), Kind::Hmac(h)) => Ok(k.hmac_sign(h, digest)),
+            (Inner::Oct(_), _) => Err(CryptoError::Crypto),
+        }
+    }
+
+    /// Verifies a signature (or HMAC, in constant time); `Ok(false)` for a well-formed request
+    /// whose signature does not verify (including a signature of the wrong length).
+    fn verify(&self, alg: Alg, digest: &[u8], signature: &[u8]) -> Result<bool, CryptoError> {
+        let a = self.resolve(alg, KeyOp::Verify)?;
+        let alg = alg.as_str();
+        match (&self.inner, a) {
+            (Inner::Rsa(k), _) => k.verify(alg, a, digest, signature),
+            (Inner::Ec(k), _) => k.verify(alg, digest, signature),
+            (Inner::Oct(k), Kind::Hmac(h)) => Ok(k.hmac_verify(h, digest, signature)),
+            (Inner::Oct(_), _) => Err(CryptoError::Crypto),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Key material and JWA algorithms for cmkvault, on aws-lc-rs.
 //!
-//! This crate does no I/O. It turns JWA names (`RSA-OAEP-256`, `A256KW`, `ES256`, ...) into
+//! This crate does no I/O. It turns JWA algorithms (`RSA-OAEP-256`, `A256KW`, `ES256`, ...) into
 //! aws-lc-rs calls, generates and imports key material, exports public JWK members, and seals
 //! private material under the root key. Secret bytes live in [`zeroize::Zeroizing`] buffers.
 //! No cryptographic primitive is implemented here: everything is aws-lc (through aws-lc-rs, and
@@ -14,31 +14,59 @@
 //! | EC  | – | – | ES256 (P-256), ES256K (P-256K), ES384 (P-384), ES512 (P-521) |
 //! | oct | A*KW, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD; encrypt/decrypt also A*GCM, A*CBC, A*CBCPAD | same | HS256/384/512 (HMAC over the value) |
 //!
+//! Algorithms and operations are typed: [`Alg`] (every JWA name above) and [`KeyOp`] (the
+//! `key_ops` names) parse once where a request enters (`FromStr`; `Display` and serde give the
+//! JWA/Azure spelling back), and no call here takes an algorithm as a string.
+//!
+//! Seams (for HSM support): a key version is used through a [`KeyHandle`] (typed operations
+//! and public members; its private material never leaves it), made and reopened by a
+//! [`KeyBackend`] from the [`KeyRef`] its version record stores (a tag byte, then a sealed blob
+//! today; room for an HSM object reference). [`SoftwareBackend`] is the first backend, with
+//! [`PrivateKey`] as its handle; it seals through a [`Sealer`], implemented by [`RootKey`].
+//!
 //! API summary:
 //!
 //! ```ignore
+//! pub enum Alg { RsaOaep, RsaOaep256, Rsa15, Rs256, .., Es256K, A128Kw, .., CkmAesKeyWrapPad,
+//!                A128Gcm, .., A256CbcPad, Hs256, Hs384, Hs512 }   // "A256KW".parse(), .as_str(), .family()
+//! pub enum KeyOp { Encrypt, Decrypt, Sign, Verify, WrapKey, UnwrapKey, Import, Export }
 //! pub enum Curve { P256, P384, P521, P256K }          // Curve::from_jwk("P-256"), .jwk_name()
 //! pub enum KeyFamily { Rsa, Ec, Oct }
-//! pub struct PrivateKey { .. }                         // parsed, ready-to-use handles; Send + Sync
+//! pub trait KeyHandle: Send + Sync + Debug {
+//!     fn family(&self) -> KeyFamily;
+//!     fn key_size_bits(&self) -> usize;
+//!     fn curve(&self) -> Option<Curve>;
+//!     fn public_jwk(&self) -> PublicJwk;
+//!     fn encrypt(&self, alg: Alg, req: &CipherRequest) -> Result<CipherOutput, CryptoError>;
+//!     fn decrypt(&self, alg: Alg, req: &CipherRequest) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
+//!     fn wrap_key(&self, alg: Alg, key: &[u8]) -> Result<Vec<u8>, CryptoError>;
+//!     fn unwrap_key(&self, alg: Alg, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
+//!     fn sign(&self, alg: Alg, digest: &[u8]) -> Result<Vec<u8>, CryptoError>;
+//!     fn verify(&self, alg: Alg, digest: &[u8], signature: &[u8]) -> Result<bool, CryptoError>;
+//! }
+//! pub struct PrivateKey { .. }                         // the software KeyHandle; Send + Sync
 //! impl PrivateKey {
 //!     pub fn generate_rsa(bits: usize, public_exponent: Option<u64>) -> Result<Self, CryptoError>;
 //!     pub fn generate_ec(curve: Curve) -> Result<Self, CryptoError>;
 //!     pub fn generate_oct(bits: usize) -> Result<Self, CryptoError>;
 //!     pub fn from_jwk(jwk: &JwkPrivate) -> Result<Self, CryptoError>;   // import
-//!     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>>;                   // self-describing, for sealing
-//!     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError>;
-//!     pub fn family(&self) -> KeyFamily;
-//!     pub fn key_size_bits(&self) -> usize;
-//!     pub fn curve(&self) -> Option<Curve>;
-//!     pub fn public_jwk(&self) -> PublicJwk;
-//!     pub fn encrypt(&self, alg: &str, req: &CipherRequest) -> Result<CipherOutput, CryptoError>;
-//!     pub fn decrypt(&self, alg: &str, req: &CipherRequest) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
-//!     pub fn wrap_key(&self, alg: &str, key: &[u8]) -> Result<Vec<u8>, CryptoError>;
-//!     pub fn unwrap_key(&self, alg: &str, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
-//!     pub fn sign(&self, alg: &str, digest: &[u8]) -> Result<Vec<u8>, CryptoError>;
-//!     pub fn verify(&self, alg: &str, digest: &[u8], signature: &[u8]) -> Result<bool, CryptoError>;
 //! }
-//! pub struct RootKey;  // generate(), from_bytes(&[u8]) (32 bytes), as_bytes(), seal(aad, pt), open(aad, sealed)
+//! pub enum KeySpec { Rsa { bits, public_exponent }, Ec(Curve), Oct { bits } }
+//! pub enum KeyRef { Sealed(Vec<u8>) }                 // to_bytes() / from_bytes() (reads pre-tag rows)
+//! pub struct NewKey { pub handle: Arc<dyn KeyHandle>, pub key_ref: KeyRef }
+//! pub trait KeyBackend: Send + Sync {                 // `id`: the version's identity (seal aad)
+//!     fn generate(&self, spec: KeySpec, id: &[u8]) -> Result<NewKey, CryptoError>;
+//!     fn import(&self, jwk: &JwkPrivate, id: &[u8]) -> Result<NewKey, CryptoError>;
+//!     fn open(&self, key_ref: &KeyRef, id: &[u8]) -> Result<Arc<dyn KeyHandle>, CryptoError>;
+//!     fn export_for_backup(&self, key_ref: &KeyRef, id: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
+//!     fn import_from_backup(&self, material: &[u8], id: &[u8]) -> Result<KeyRef, CryptoError>;
+//! }
+//! pub struct SoftwareBackend;                          // SoftwareBackend::new(Arc<dyn Sealer>)
+//! pub trait Sealer: Send + Sync {                     // seal(aad, pt), open(aad, sealed)
+//!     fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError>;
+//!     fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
+//! }
+//! pub struct RootKey;  // the AES-256-GCM Sealer: generate(), from_bytes(&[u8]) (32 bytes), as_bytes()
 //! pub struct TokenSigningKey; // ES256 for JWTs: generate(), from_pkcs8(), to_pkcs8(), sign(), verify(), public_jwk()
 //! pub fn random_bytes(n: usize) -> Result<Vec<u8>, CryptoError>;
 //! pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool;
@@ -48,6 +76,7 @@
 #![deny(missing_docs)]
 
 mod alg;
+mod backend;
 mod ec;
 mod error;
 mod key;
@@ -59,9 +88,11 @@ mod secret;
 mod token;
 mod types;
 
+pub use alg::{Alg, KeyOp};
+pub use backend::{KeyBackend, KeyHandle, KeyRef, KeySpec, NewKey, SoftwareBackend};
 pub use error::CryptoError;
 pub use key::PrivateKey;
-pub use root::{RootKey, ROOT_KEY_LEN};
+pub use root::{RootKey, Sealer, ROOT_KEY_LEN};
 pub use secret::{generate_client_secret, hash_secret, verify_secret};
 pub use token::{verify_es256, TokenSigningKey};
 pub use types::{CipherOutput, CipherRequest, Curve, JwkPrivate, KeyFamily, PublicJwk};
@@ -119,6 +150,8 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<PrivateKey>();
         check::<RootKey>();
+        check::<SoftwareBackend>();
+        check::<KeyRef>();
         check::<TokenSigningKey>();
         check::<CryptoError>();
     }

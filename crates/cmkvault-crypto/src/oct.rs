@@ -1,6 +1,6 @@
 //! Symmetric (oct) keys: AES key wrap, AES-GCM, AES-CBC, HMAC.
 
-use crate::alg::{Alg, Hash};
+use crate::alg::{Hash, Kind};
 use crate::error::CryptoError;
 use crate::kw;
 use crate::types::{CipherOutput, CipherRequest};
@@ -50,9 +50,9 @@ impl OctKey {
     }
 
     /// Checks the key length an algorithm needs.
-    pub(crate) fn check_size(&self, name: &str, alg: Alg) -> Result<(), CryptoError> {
+    pub(crate) fn check_size(&self, name: &str, alg: Kind) -> Result<(), CryptoError> {
         let need = match alg {
-            Alg::AesKw(Some(n)) | Alg::AesGcm(n) | Alg::AesCbc(n) | Alg::AesCbcPad(n) => n,
+            Kind::AesKw(Some(n)) | Kind::AesGcm(n) | Kind::AesCbc(n) | Kind::AesCbcPad(n) => n,
             _ => return Ok(()),
         };
         if need != self.bytes.len() {
@@ -72,26 +72,26 @@ impl OctKey {
     pub(crate) fn encrypt(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         req: &CipherRequest,
     ) -> Result<CipherOutput, CryptoError> {
         match alg {
-            Alg::AesKw(_) | Alg::AesKwp => {
+            Kind::AesKw(_) | Kind::AesKwp => {
                 reject_iv_aad_tag(name, req)?;
                 Ok(CipherOutput {
                     value: self.wrap(name, alg, req.value)?,
                     ..CipherOutput::default()
                 })
             }
-            Alg::AesGcm(_) => self.gcm_encrypt(req),
-            Alg::AesCbc(_) | Alg::AesCbcPad(_) => {
+            Kind::AesGcm(_) => self.gcm_encrypt(req),
+            Kind::AesCbc(_) | Kind::AesCbcPad(_) => {
                 reject(name, "aad", req.aad)?;
                 reject(name, "a tag", req.tag)?;
                 let iv = cbc_iv(name, req.iv)?;
                 let key = self.cipher_key()?;
                 let mut buf = req.value.to_vec();
                 let ctx = EncryptionContext::Iv128(FixedLength::from(iv));
-                if matches!(alg, Alg::AesCbcPad(_)) {
+                if matches!(alg, Kind::AesCbcPad(_)) {
                     PaddedBlockEncryptingKey::cbc_pkcs7(key)?.less_safe_encrypt(&mut buf, ctx)?;
                 } else {
                     if buf.is_empty() || buf.len().checked_rem(CBC_IV_LEN) != Some(0) {
@@ -118,16 +118,16 @@ impl OctKey {
     pub(crate) fn decrypt(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         req: &CipherRequest,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         match alg {
-            Alg::AesKw(_) | Alg::AesKwp => {
+            Kind::AesKw(_) | Kind::AesKwp => {
                 reject_iv_aad_tag(name, req)?;
                 self.unwrap(name, alg, req.value)
             }
-            Alg::AesGcm(_) => self.gcm_decrypt(name, req),
-            Alg::AesCbc(_) | Alg::AesCbcPad(_) => {
+            Kind::AesGcm(_) => self.gcm_decrypt(name, req),
+            Kind::AesCbc(_) | Kind::AesCbcPad(_) => {
                 reject(name, "aad", req.aad)?;
                 reject(name, "a tag", req.tag)?;
                 let iv = cbc_iv(name, req.iv)?;
@@ -140,7 +140,7 @@ impl OctKey {
                 let key = self.cipher_key()?;
                 let mut buf = Zeroizing::new(req.value.to_vec());
                 let ctx = DecryptionContext::Iv128(FixedLength::from(iv));
-                let plain_len = if matches!(alg, Alg::AesCbcPad(_)) {
+                let plain_len = if matches!(alg, Kind::AesCbcPad(_)) {
                     PaddedBlockDecryptingKey::cbc_pkcs7(key)?
                         .decrypt(&mut buf, ctx)
                         .map_err(|_| CryptoError::DecryptionFailed)?
@@ -159,7 +159,7 @@ impl OctKey {
     }
 
     /// Key wrap (A*KW, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD).
-    pub(crate) fn wrap(&self, name: &str, alg: Alg, key: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub(crate) fn wrap(&self, name: &str, alg: Kind, key: &[u8]) -> Result<Vec<u8>, CryptoError> {
         kw::wrap(name, kw_mode(alg)?, &self.bytes, key)
     }
 
@@ -167,7 +167,7 @@ impl OctKey {
     pub(crate) fn unwrap(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         kw::unwrap(name, kw_mode(alg)?, &self.bytes, wrapped)
@@ -291,10 +291,10 @@ fn cbc_iv(name: &str, iv: Option<&[u8]>) -> Result<[u8; CBC_IV_LEN], CryptoError
     })
 }
 
-fn kw_mode(alg: Alg) -> Result<kw::Mode, CryptoError> {
+fn kw_mode(alg: Kind) -> Result<kw::Mode, CryptoError> {
     match alg {
-        Alg::AesKw(_) => Ok(kw::Mode::Kw),
-        Alg::AesKwp => Ok(kw::Mode::Kwp),
+        Kind::AesKw(_) => Ok(kw::Mode::Kw),
+        Kind::AesKwp => Ok(kw::Mode::Kwp),
         _ => Err(CryptoError::Crypto),
     }
 }

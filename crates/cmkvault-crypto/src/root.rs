@@ -1,4 +1,4 @@
-//! The root key: seals private key material at rest with AES-256-GCM.
+//! The root key: seals private key material at rest with AES-256-GCM, behind the [`Sealer`] seam.
 
 use crate::error::CryptoError;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -10,6 +10,31 @@ const SEAL_VERSION: u8 = 0x01;
 pub const ROOT_KEY_LEN: usize = 32;
 /// GCM tag length.
 const TAG_LEN: usize = 16;
+
+/// Seals and opens data at rest, binding caller-chosen associated data into each seal.
+///
+/// The vault seals everything it keeps secret at rest through this trait: software key
+/// versions (inside [`crate::KeyRef::Sealed`]), backup blobs and secret metadata. [`RootKey`]
+/// (AES-256-GCM) is the implementation today; a root key held in an HSM or a cloud KMS can slot
+/// in behind the same two calls, as tikv's master-key `Backend` does.
+pub trait Sealer: Send + Sync {
+    /// Seals `plaintext`, binding `aad` (e.g. the identity of what is sealed) into the result.
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError>;
+
+    /// Opens what [`Sealer::seal`] produced with the same `aad`; any other key, other `aad`,
+    /// truncation or modification gives [`CryptoError::Unseal`].
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError>;
+}
+
+impl Sealer for RootKey {
+    fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        RootKey::seal(self, aad, plaintext)
+    }
+
+    fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        RootKey::open(self, aad, sealed)
+    }
+}
 
 /// Seals data under the 256-bit root key with AES-256-GCM, random 96-bit nonce, the caller's
 /// associated data bound in.

@@ -1,7 +1,7 @@
 //! RSA keys: OAEP / PKCS#1 v1.5 decryption, OAEP encryption, PKCS#1 v1.5 and PSS signatures
 //! over pre-computed digests.
 
-use crate::alg::{Alg, Hash};
+use crate::alg::{Hash, Kind};
 use crate::error::CryptoError;
 use crate::oct::reject_iv_aad_tag;
 use crate::types::{CipherOutput, CipherRequest, JwkPrivate, PublicJwk};
@@ -166,7 +166,7 @@ impl RsaKey {
     pub(crate) fn encrypt(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         req: &CipherRequest,
     ) -> Result<CipherOutput, CryptoError> {
         reject_iv_aad_tag(name, req)?;
@@ -180,7 +180,7 @@ impl RsaKey {
     pub(crate) fn oaep_encrypt(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
         let oaep_alg = oaep_alg(alg)?;
@@ -205,7 +205,7 @@ impl RsaKey {
     pub(crate) fn decrypt(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         req: &CipherRequest,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         reject_iv_aad_tag(name, req)?;
@@ -216,7 +216,7 @@ impl RsaKey {
     pub(crate) fn decrypt_raw(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let k = self.oaep.key_size_bytes();
@@ -229,7 +229,7 @@ impl RsaKey {
         }
         let mut out = Zeroizing::new(vec![0u8; k]);
         let len = match alg {
-            Alg::Rsa15 => self.pkcs1.decrypt(ciphertext, &mut out),
+            Kind::Rsa15 => self.pkcs1.decrypt(ciphertext, &mut out),
             _ => self
                 .oaep
                 .decrypt(oaep_alg(alg)?, ciphertext, &mut out, None),
@@ -241,16 +241,21 @@ impl RsaKey {
     }
 
     /// RS*/PS* signature over a pre-computed digest.
-    pub(crate) fn sign(&self, name: &str, alg: Alg, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub(crate) fn sign(
+        &self,
+        name: &str,
+        alg: Kind,
+        digest: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let (hash, _) = sig_parts(alg)?;
         let digest = import_digest(name, hash, digest)?;
         let encoding: &'static dyn RsaEncoding = match alg {
-            Alg::RsaPkcs1(Hash::Sha256) => &signature::RSA_PKCS1_SHA256,
-            Alg::RsaPkcs1(Hash::Sha384) => &signature::RSA_PKCS1_SHA384,
-            Alg::RsaPkcs1(Hash::Sha512) => &signature::RSA_PKCS1_SHA512,
-            Alg::RsaPss(Hash::Sha256) => &signature::RSA_PSS_SHA256,
-            Alg::RsaPss(Hash::Sha384) => &signature::RSA_PSS_SHA384,
-            Alg::RsaPss(Hash::Sha512) => &signature::RSA_PSS_SHA512,
+            Kind::RsaPkcs1(Hash::Sha256) => &signature::RSA_PKCS1_SHA256,
+            Kind::RsaPkcs1(Hash::Sha384) => &signature::RSA_PKCS1_SHA384,
+            Kind::RsaPkcs1(Hash::Sha512) => &signature::RSA_PKCS1_SHA512,
+            Kind::RsaPss(Hash::Sha256) => &signature::RSA_PSS_SHA256,
+            Kind::RsaPss(Hash::Sha384) => &signature::RSA_PSS_SHA384,
+            Kind::RsaPss(Hash::Sha512) => &signature::RSA_PSS_SHA512,
             _ => return Err(CryptoError::Crypto),
         };
         let mut sig = vec![0u8; self.pair.public_modulus_len()];
@@ -262,7 +267,7 @@ impl RsaKey {
     pub(crate) fn verify(
         &self,
         name: &str,
-        alg: Alg,
+        alg: Kind,
         digest: &[u8],
         sig: &[u8],
     ) -> Result<bool, CryptoError> {
@@ -293,18 +298,18 @@ impl RsaKey {
 }
 
 /// Hash and "is PSS" of an RSA signature algorithm.
-fn sig_parts(alg: Alg) -> Result<(Hash, bool), CryptoError> {
+fn sig_parts(alg: Kind) -> Result<(Hash, bool), CryptoError> {
     match alg {
-        Alg::RsaPkcs1(h) => Ok((h, false)),
-        Alg::RsaPss(h) => Ok((h, true)),
+        Kind::RsaPkcs1(h) => Ok((h, false)),
+        Kind::RsaPss(h) => Ok((h, true)),
         _ => Err(CryptoError::Crypto),
     }
 }
 
-fn oaep_alg(alg: Alg) -> Result<&'static OaepAlgorithm, CryptoError> {
+fn oaep_alg(alg: Kind) -> Result<&'static OaepAlgorithm, CryptoError> {
     match alg {
-        Alg::RsaOaep => Ok(&OAEP_SHA1_MGF1SHA1),
-        Alg::RsaOaep256 => Ok(&OAEP_SHA256_MGF1SHA256),
+        Kind::RsaOaep => Ok(&OAEP_SHA1_MGF1SHA1),
+        Kind::RsaOaep256 => Ok(&OAEP_SHA256_MGF1SHA256),
         _ => Err(CryptoError::Crypto),
     }
 }

@@ -4,6 +4,32 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cmkvault_crypto::*;
 
+/// Test seam: the software backend with a fixed root key, for serialization round trips.
+fn backend() -> SoftwareBackend {
+    SoftwareBackend::new(std::sync::Arc::new(
+        RootKey::from_bytes(&[9u8; 32]).unwrap(),
+    ))
+}
+
+/// `key`'s sealed serialization, through the backend's backup export (the only way out).
+fn to_bytes(key: &PrivateKey) -> Zeroizing<Vec<u8>> {
+    let be = backend();
+    let r = be.seal_key(key, b"id").unwrap();
+    be.export_for_backup(&r, b"id").unwrap()
+}
+
+/// A handle from a serialization, through the backend's restore path.
+fn from_bytes(bytes: &[u8]) -> Result<std::sync::Arc<dyn KeyHandle>, CryptoError> {
+    let be = backend();
+    let r = be.import_from_backup(bytes, b"id")?;
+    be.open(&r, b"id")
+}
+
+/// A JWA name parsed (test inputs are valid names).
+fn jwa(name: &str) -> Alg {
+    name.parse().unwrap()
+}
+
 fn b64(s: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD
         .decode(s)
@@ -77,14 +103,14 @@ fn rfc7515_a2_rs256_import_and_sign() {
     assert_eq!(jwk.e, Some(vec![1, 0, 1]));
 
     let digest = sha256(A2_INPUT.as_bytes());
-    assert_eq!(key.sign("RS256", &digest).unwrap(), b64(A2_SIG));
-    assert!(key.verify("RS256", &digest, &b64(A2_SIG)).unwrap());
-    assert!(!key.verify("PS256", &digest, &b64(A2_SIG)).unwrap());
+    assert_eq!(key.sign(jwa("RS256"), &digest).unwrap(), b64(A2_SIG));
+    assert!(key.verify(jwa("RS256"), &digest, &b64(A2_SIG)).unwrap());
+    assert!(!key.verify(jwa("PS256"), &digest, &b64(A2_SIG)).unwrap());
 
     // Survives sealing.
-    let back = PrivateKey::from_bytes(&key.to_bytes()).unwrap();
+    let back = from_bytes(&to_bytes(&key)).unwrap();
     assert_eq!(back.public_jwk(), jwk);
-    assert_eq!(back.sign("RS256", &digest).unwrap(), b64(A2_SIG));
+    assert_eq!(back.sign(jwa("RS256"), &digest).unwrap(), b64(A2_SIG));
 }
 
 #[test]
@@ -164,11 +190,11 @@ fn rfc7515_a3_es256() {
     assert_eq!(jwk.x, Some(b64(A3_X)));
     assert_eq!(jwk.y, Some(b64(A3_Y)));
     let digest = sha256(A3_INPUT.as_bytes());
-    assert!(key.verify("ES256", &digest, &b64(A3_SIG)).unwrap());
-    let mine = key.sign("ES256", &digest).unwrap();
-    assert!(key.verify("ES256", &digest, &mine).unwrap());
+    assert!(key.verify(jwa("ES256"), &digest, &b64(A3_SIG)).unwrap());
+    let mine = key.sign(jwa("ES256"), &digest).unwrap();
+    assert!(key.verify(jwa("ES256"), &digest, &mine).unwrap());
     // The same key as a token signer (PKCS#8 from the sealed form) verifies the JWS directly.
-    let bytes = key.to_bytes();
+    let bytes = to_bytes(&key);
     let token = TokenSigningKey::from_pkcs8(&bytes[2..]).unwrap();
     assert!(token.verify(A3_INPUT.as_bytes(), &b64(A3_SIG)));
     assert_eq!(token.public_jwk(), jwk);
@@ -185,10 +211,10 @@ fn rfc7515_a4_es512() {
     let digest = sha512(A4_INPUT.as_bytes());
     let sig = b64(A4_SIG);
     assert_eq!(sig.len(), 132);
-    assert!(key.verify("ES512", &digest, &sig).unwrap());
+    assert!(key.verify(jwa("ES512"), &digest, &sig).unwrap());
     let mut bad = sig.clone();
     bad[70] ^= 4;
-    assert!(!key.verify("ES512", &digest, &bad).unwrap());
+    assert!(!key.verify(jwa("ES512"), &digest, &bad).unwrap());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -207,9 +233,9 @@ fn rfc7520_ec_imports() {
     assert_eq!(k384.curve(), Some(Curve::P384));
     assert_eq!(k384.public_jwk().x, Some(b64(C54_X)));
     let d = [3u8; 48];
-    let sig = k384.sign("ES384", &d).unwrap();
+    let sig = k384.sign(jwa("ES384"), &d).unwrap();
     assert_eq!(sig.len(), 96);
-    assert!(k384.verify("ES384", &d, &sig).unwrap());
+    assert!(k384.verify(jwa("ES384"), &d, &sig).unwrap());
 
     let mut j = ec_jwk("P-256", C55_X, C55_Y, C55_D);
     j.kty = "EC-HSM".into();
@@ -271,11 +297,11 @@ fn rfc7520_5_2_rsa_oaep_4096_and_a256gcm() {
     .unwrap();
     assert_eq!(rsa.key_size_bits(), 4096);
     let ek = b64(S52_ENCRYPTED_KEY);
-    let cek = rsa.unwrap_key("RSA-OAEP", &ek).unwrap();
+    let cek = rsa.unwrap_key(jwa("RSA-OAEP"), &ek).unwrap();
     assert_eq!(*cek, b64(S52_CEK));
     let cek2 = rsa
         .decrypt(
-            "RSA-OAEP",
+            jwa("RSA-OAEP"),
             &CipherRequest {
                 value: &ek,
                 ..Default::default()
@@ -285,7 +311,7 @@ fn rfc7520_5_2_rsa_oaep_4096_and_a256gcm() {
     assert_eq!(cek2, cek);
     // OAEP-256 must not accept an OAEP (SHA-1) ciphertext.
     assert!(matches!(
-        rsa.unwrap_key("RSA-OAEP-256", &ek),
+        rsa.unwrap_key(jwa("RSA-OAEP-256"), &ek),
         Err(CryptoError::DecryptionFailed)
     ));
 
@@ -303,33 +329,36 @@ fn rfc7520_5_2_rsa_oaep_4096_and_a256gcm() {
         aad: Some(S52_PROTECTED.as_bytes()),
         tag: Some(&tag),
     };
-    assert_eq!(&*aes.decrypt("A256GCM", &r).unwrap(), FRODO.as_bytes());
+    assert_eq!(&*aes.decrypt(jwa("A256GCM"), &r).unwrap(), FRODO.as_bytes());
     let r = CipherRequest {
         aad: Some(&S52_PROTECTED.as_bytes()[1..]),
         ..r
     };
     assert!(matches!(
-        aes.decrypt("A256GCM", &r),
+        aes.decrypt(jwa("A256GCM"), &r),
         Err(CryptoError::DecryptionFailed)
     ));
 
     // Every algorithm on the imported 4096-bit key.
     for (alg, n) in [("RS512", 64), ("PS256", 32), ("PS512", 64)] {
         let d = vec![9u8; n];
-        let sig = rsa.sign(alg, &d).unwrap();
+        let sig = rsa.sign(jwa(alg), &d).unwrap();
         assert_eq!(sig.len(), 512);
-        assert!(rsa.verify(alg, &d, &sig).unwrap());
+        assert!(rsa.verify(jwa(alg), &d, &sig).unwrap());
     }
     let out = rsa
         .encrypt(
-            "RSA-OAEP-256",
+            jwa("RSA-OAEP-256"),
             &CipherRequest {
                 value: b"k",
                 ..Default::default()
             },
         )
         .unwrap();
-    assert_eq!(&*rsa.unwrap_key("RSA-OAEP-256", &out.value).unwrap(), b"k");
+    assert_eq!(
+        &*rsa.unwrap_key(jwa("RSA-OAEP-256"), &out.value).unwrap(),
+        b"k"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,9 +383,9 @@ fn rfc7520_5_6_a128gcm() {
         aad: Some(protected.as_bytes()),
         tag: Some(&tag),
     };
-    assert_eq!(&*key.decrypt("A128GCM", &r).unwrap(), FRODO.as_bytes());
+    assert_eq!(&*key.decrypt(jwa("A128GCM"), &r).unwrap(), FRODO.as_bytes());
     assert!(matches!(
-        key.decrypt("A256GCM", &r),
+        key.decrypt(jwa("A256GCM"), &r),
         Err(CryptoError::UnsupportedAlgorithm { .. })
     ));
 }
@@ -371,9 +400,12 @@ fn rfc7520_5_8_a128kw() {
     .unwrap();
     let cek = b64("aY5_Ghmk9KxWPBLu_glx1w");
     let wrapped = b64("CBI6oDw8MydIx1IBntf_lQcw2MmJKIQx");
-    assert_eq!(key.wrap_key("A128KW", &cek).unwrap(), wrapped);
-    assert_eq!(key.wrap_key("CKM_AES_KEY_WRAP", &cek).unwrap(), wrapped);
-    assert_eq!(*key.unwrap_key("A128KW", &wrapped).unwrap(), cek);
+    assert_eq!(key.wrap_key(jwa("A128KW"), &cek).unwrap(), wrapped);
+    assert_eq!(
+        key.wrap_key(jwa("CKM_AES_KEY_WRAP"), &cek).unwrap(),
+        wrapped
+    );
+    assert_eq!(*key.unwrap_key(jwa("A128KW"), &wrapped).unwrap(), cek);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,7 +431,7 @@ fn nist_cbc_and_gcm() {
     let ct = hex("7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2");
     let out = key
         .encrypt(
-            "A128CBC",
+            jwa("A128CBC"),
             &CipherRequest {
                 value: &pt,
                 iv: Some(&iv),
@@ -410,7 +442,7 @@ fn nist_cbc_and_gcm() {
     assert_eq!(out.value, ct);
     let back = key
         .decrypt(
-            "A128CBC",
+            jwa("A128CBC"),
             &CipherRequest {
                 value: &ct,
                 iv: Some(&iv),
@@ -422,7 +454,7 @@ fn nist_cbc_and_gcm() {
     // CBCPAD of the same two blocks: same prefix, plus one full padding block.
     let padded = key
         .encrypt(
-            "A128CBCPAD",
+            jwa("A128CBCPAD"),
             &CipherRequest {
                 value: &pt,
                 iv: Some(&iv),
@@ -447,5 +479,5 @@ fn nist_cbc_and_gcm() {
         aad: None,
         tag: Some(&tag),
     };
-    assert_eq!(*zero.decrypt("A128GCM", &r).unwrap(), vec![0u8; 16]);
+    assert_eq!(*zero.decrypt(jwa("A128GCM"), &r).unwrap(), vec![0u8; 16]);
 }

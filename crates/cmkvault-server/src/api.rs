@@ -820,7 +820,7 @@ fn crypto_input(body: &[u8]) -> Result<CryptoInput, ApiError> {
         aad: opt("aad", &w.aad)?,
         tag: opt("tag", &w.tag)?,
         digest: opt("digest", &w.digest)?,
-        alg: w.alg,
+        alg: wire::parse_alg(&w.alg)?,
     })
 }
 

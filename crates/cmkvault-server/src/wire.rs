@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use cmkvault_crypto::JwkPrivate;
+use cmkvault_crypto::{Alg, JwkPrivate};
 use cmkvault_vault::model::{AttributesInput, KeyView, Page};
 use cmkvault_vault::rotation::{ActionType, RotationPolicy, RotationPolicyInput, Trigger};
+use cmkvault_vault::VaultError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
@@ -162,6 +163,14 @@ pub struct UpdateWire {
     pub attributes: Option<AttributesWire>,
     pub tags: Option<BTreeMap<String, String>>,
     pub release_policy: Option<Value>,
+}
+
+/// Parses the `alg` of an operation body: the one place a JWA name becomes an [`Alg`]. An
+/// unknown name is the crypto layer's `UnsupportedAlgorithm`, mapped like every domain error
+/// (400 `BadParameter`, "unsupported algorithm NAME: unknown algorithm").
+pub fn parse_alg(name: &str) -> Result<Alg, ApiError> {
+    name.parse()
+        .map_err(|e| ApiError::from(VaultError::Crypto(e)))
 }
 
 /// `KeyOperationsParameters`, `KeySignParameters` and `KeyVerifyParameters` in one.

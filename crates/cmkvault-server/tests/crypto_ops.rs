@@ -1017,3 +1017,39 @@ async fn disabled_not_yet_valid_expired_and_key_ops() {
     expect_inner(&r, 403, "Forbidden", "KeyOperationForbidden");
     ts.srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn unknown_algorithms_are_refused_at_the_wire_with_the_same_message() {
+    let ts = TestServer::start().await;
+    let v = version_of(&ts.create_key("kw", json!({"kty": "oct-HSM"})).await);
+    for (op, alg) in [
+        ("wrapkey", "NOPE"),
+        ("unwrapkey", "a256kw"),
+        ("encrypt", "A256KW "),
+        ("sign", ""),
+    ] {
+        let r = ts
+            .op("kw", &v, op, json!({"alg": alg, "value": b64(&[1u8; 32])}))
+            .await;
+        let msg = expect_error(&r, 400, "BadParameter");
+        assert_eq!(
+            msg,
+            format!("unsupported algorithm {alg}: unknown algorithm")
+        );
+    }
+    // A known algorithm of the wrong family keeps its own message.
+    let r = ts
+        .op(
+            "kw",
+            &v,
+            "wrapkey",
+            json!({"alg": "RSA-OAEP", "value": b64(&[1u8; 32])}),
+        )
+        .await;
+    let msg = expect_error(&r, 400, "BadParameter");
+    assert_eq!(
+        msg,
+        "unsupported algorithm RSA-OAEP: RSA-OAEP is not valid for an oct key"
+    );
+    ts.srv.shutdown().await;
+}

@@ -1,13 +1,13 @@
 //! The backup blob: every version of a key and its rotation policy, sealed under the root key.
 //!
-//! Layout: `CMKVBK1\n` magic, then `RootKey::seal(aad = "cmkvault:backup:v1", json)` where the
+//! Layout: `CMKVBK1\n` magic, then `Sealer::seal(aad = "cmkvault:backup:v1", json)` where the
 //! JSON holds the key name, the rotation policy and, per version, its id, order, creation time,
 //! public properties and private material (base64). Only a cmkvault with the same root key can
 //! open it; any change to the blob makes the seal fail.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use cmkvault_crypto::RootKey;
+use cmkvault_crypto::Sealer;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -65,7 +65,7 @@ fn bad_blob() -> VaultError {
 }
 
 /// Seals a backup document.
-pub(crate) fn seal(root: &RootKey, doc: &BackupDoc) -> Result<Vec<u8>, VaultError> {
+pub(crate) fn seal(root: &dyn Sealer, doc: &BackupDoc) -> Result<Vec<u8>, VaultError> {
     let json =
         Zeroizing::new(serde_json::to_vec(doc).map_err(|e| VaultError::Internal(e.to_string()))?);
     let sealed = root.seal(AAD, &json)?;
@@ -76,7 +76,7 @@ pub(crate) fn seal(root: &RootKey, doc: &BackupDoc) -> Result<Vec<u8>, VaultErro
 }
 
 /// Opens a backup blob.
-pub(crate) fn open(root: &RootKey, blob: &[u8]) -> Result<BackupDoc, VaultError> {
+pub(crate) fn open(root: &dyn Sealer, blob: &[u8]) -> Result<BackupDoc, VaultError> {
     let sealed = blob.strip_prefix(MAGIC).ok_or_else(bad_blob)?;
     let json = root.open(AAD, sealed).map_err(|_| bad_blob())?;
     let doc: BackupDoc = serde_json::from_slice(&json).map_err(|_| bad_blob())?;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use cmkvault_crypto::PrivateKey;
+use cmkvault_crypto::KeyHandle;
 
 use crate::model::KeyProps;
 
@@ -19,7 +19,8 @@ pub(crate) struct LoadedVersion {
     pub name: String,
     pub version: String,
     pub props: KeyProps,
-    pub private: PrivateKey,
+    /// The key (software today; any [`KeyHandle`] backend can fill it).
+    pub key: Arc<dyn KeyHandle>,
 }
 
 #[derive(Default)]

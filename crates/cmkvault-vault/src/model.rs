@@ -15,64 +15,7 @@ pub type Tags = BTreeMap<String, String>;
 /// Maximum number of tags on a key, as in Azure.
 pub const MAX_TAGS: usize = 15;
 
-/// A key operation, as named in `key_ops`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KeyOp {
-    /// `encrypt`
-    Encrypt,
-    /// `decrypt`
-    Decrypt,
-    /// `sign`
-    Sign,
-    /// `verify`
-    Verify,
-    /// `wrapKey`
-    WrapKey,
-    /// `unwrapKey`
-    UnwrapKey,
-    /// `import`
-    Import,
-    /// `export`
-    Export,
-}
-
-impl KeyOp {
-    /// Every operation, in wire order.
-    pub const ALL: [KeyOp; 8] = [
-        KeyOp::Encrypt,
-        KeyOp::Decrypt,
-        KeyOp::Sign,
-        KeyOp::Verify,
-        KeyOp::WrapKey,
-        KeyOp::UnwrapKey,
-        KeyOp::Import,
-        KeyOp::Export,
-    ];
-
-    /// The wire name (`wrapKey`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyOp::Encrypt => "encrypt",
-            KeyOp::Decrypt => "decrypt",
-            KeyOp::Sign => "sign",
-            KeyOp::Verify => "verify",
-            KeyOp::WrapKey => "wrapKey",
-            KeyOp::UnwrapKey => "unwrapKey",
-            KeyOp::Import => "import",
-            KeyOp::Export => "export",
-        }
-    }
-
-    /// Parses a wire name (exact case, as Azure does).
-    pub fn parse(s: &str) -> Option<KeyOp> {
-        KeyOp::ALL.into_iter().find(|op| op.as_str() == s)
-    }
-
-    /// Operations that the key's expiry (`exp`) blocks: those that make new protected data.
-    pub fn blocked_by_expiry(self) -> bool {
-        matches!(self, KeyOp::Encrypt | KeyOp::WrapKey | KeyOp::Sign)
-    }
-}
+pub use cmkvault_crypto::{Alg, KeyOp};
 
 /// The key type as requested and reported (`kty`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,11 +283,11 @@ impl CryptoOp {
     }
 }
 
-/// Input of a crypto operation (bytes already decoded).
-#[derive(Clone, Debug, Default)]
+/// Input of a crypto operation (bytes already decoded, algorithm already parsed).
+#[derive(Clone, Debug)]
 pub struct CryptoInput {
     /// `alg`.
-    pub alg: String,
+    pub alg: Alg,
     /// `value`: plaintext, ciphertext, key, digest or signature depending on the operation.
     pub value: Vec<u8>,
     /// `iv`.
@@ -355,6 +298,20 @@ pub struct CryptoInput {
     pub tag: Option<Vec<u8>>,
     /// `digest` (verify only).
     pub digest: Option<Vec<u8>>,
+}
+
+impl CryptoInput {
+    /// An input with `alg` and `value` only.
+    pub fn new(alg: Alg, value: Vec<u8>) -> Self {
+        CryptoInput {
+            alg,
+            value,
+            iv: None,
+            aad: None,
+            tag: None,
+            digest: None,
+        }
+    }
 }
 
 /// Output of a crypto operation.

@@ -4,7 +4,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use cmkvault_crypto::{CipherRequest, Curve, KeyFamily, PrivateKey, RootKey};
+use cmkvault_crypto::{
+    CipherRequest, CryptoError, Curve, JwkPrivate, KeyBackend, KeyFamily, KeyHandle, KeyRef,
+    KeySpec, NewKey, RootKey, Sealer, SoftwareBackend,
+};
 use cmkvault_store::{KeyRecord, Store, StoreError, VaultRecord, VersionRecord};
 use zeroize::Zeroizing;
 
@@ -67,7 +70,10 @@ impl VaultSettings {
 /// The vault service. Cheap to share behind an `Arc`.
 pub struct VaultService {
     pub(crate) store: Arc<dyn Store>,
-    root: RootKey,
+    /// Seals key versions (through the software backend), backup blobs and secret metadata.
+    sealer: Arc<dyn Sealer>,
+    /// Makes key versions and opens them from their stored [`KeyRef`].
+    keys: Arc<dyn KeyBackend>,
     clock: Clock,
     cache: KeyCache,
     /// Principals, roles, assignments, access policies and vault settings, as one snapshot.
@@ -113,17 +119,31 @@ fn page_size(max: Option<u32>) -> VaultResult<usize> {
 
 impl VaultService {
     /// Opens the service over a store, checking that `root` opens this store's sealed data.
-    /// A fresh store is stamped with a check value sealed under `root`.
+    /// A fresh store is stamped with a check value sealed under `root`. Keys are software keys
+    /// sealed under `root`.
     pub fn open(store: Arc<dyn Store>, root: RootKey, clock: Clock) -> VaultResult<Self> {
-        let candidate = root.seal(ROOT_CHECK_AAD, ROOT_CHECK_VALUE)?;
+        let sealer: Arc<dyn Sealer> = Arc::new(root);
+        let keys = Arc::new(SoftwareBackend::new(sealer.clone()));
+        Self::open_with(store, sealer, keys, clock)
+    }
+
+    /// [`VaultService::open`] with any [`Sealer`] and [`KeyBackend`] (the HSM seam).
+    pub fn open_with(
+        store: Arc<dyn Store>,
+        sealer: Arc<dyn Sealer>,
+        keys: Arc<dyn KeyBackend>,
+        clock: Clock,
+    ) -> VaultResult<Self> {
+        let candidate = sealer.seal(ROOT_CHECK_AAD, ROOT_CHECK_VALUE)?;
         let stored = store.meta_put_if_absent(ROOT_CHECK_META, &candidate)?;
-        match root.open(ROOT_CHECK_AAD, &stored) {
+        match sealer.open(ROOT_CHECK_AAD, &stored) {
             Ok(v) if v.as_slice() == ROOT_CHECK_VALUE => {}
             _ => return Err(VaultError::WrongRootKey),
         }
         Ok(VaultService {
             store,
-            root,
+            sealer,
+            keys,
             clock,
             cache: KeyCache::default(),
             access: Default::default(),
@@ -136,9 +156,9 @@ impl VaultService {
         &self.clock
     }
 
-    /// The root key (for sealing server secrets such as the token-signing key).
-    pub fn root_key(&self) -> &RootKey {
-        &self.root
+    /// The sealer (the root key) that protects this store's secrets at rest.
+    pub fn sealer(&self) -> &Arc<dyn Sealer> {
+        &self.sealer
     }
 
     pub(crate) fn lock(&self) -> VaultResult<MutexGuard<'_, ()>> {
@@ -173,11 +193,11 @@ impl VaultService {
             Some(v) => v,
             None => {
                 let fresh = make()?;
-                let sealed = self.root.seal(aad.as_bytes(), &fresh)?;
+                let sealed = self.sealer.seal(aad.as_bytes(), &fresh)?;
                 self.store.meta_put_if_absent(key, &sealed)?
             }
         };
-        self.root
+        self.sealer
             .open(aad.as_bytes(), &stored)
             .map_err(|_| VaultError::WrongRootKey)
     }
@@ -329,15 +349,53 @@ impl VaultService {
         Ok((key, rec))
     }
 
-    fn unseal(&self, vault: &str, name: &str, rec: &VersionRecord) -> VaultResult<PrivateKey> {
-        let aad = seal_aad(vault, name, &rec.version);
-        let bytes = self.root.open(&aad, &rec.sealed).map_err(|_| {
+    /// Runs `open` (open a handle, or export for backup) on a version's stored key reference
+    /// with the version's identity; a reference that does not open is an internal error.
+    fn open_key<T>(
+        &self,
+        vault: &str,
+        name: &str,
+        rec: &VersionRecord,
+        open: impl FnOnce(&dyn KeyBackend, &KeyRef, &[u8]) -> Result<T, CryptoError>,
+    ) -> VaultResult<T> {
+        let cannot_open = || {
             VaultError::Internal(format!(
                 "sealed key {name}/{} cannot be opened",
                 rec.version
             ))
-        })?;
-        Ok(PrivateKey::from_bytes(&bytes)?)
+        };
+        let key_ref = KeyRef::from_bytes(&rec.sealed).map_err(|_| cannot_open())?;
+        let aad = seal_aad(vault, name, &rec.version);
+        open(self.keys.as_ref(), &key_ref, &aad).map_err(|e| match e {
+            CryptoError::Unseal => cannot_open(),
+            e => e.into(),
+        })
+    }
+
+    /// A usable key for a version record.
+    fn unseal(
+        &self,
+        vault: &str,
+        name: &str,
+        rec: &VersionRecord,
+    ) -> VaultResult<Arc<dyn KeyHandle>> {
+        self.open_key(vault, name, rec, |keys, r, id| keys.open(r, id))
+    }
+
+    /// A new version id and key material for `name`, bound to that version.
+    fn new_key(
+        &self,
+        vault: &str,
+        name: &str,
+        material: Material<'_>,
+    ) -> VaultResult<(String, NewKey)> {
+        let version = new_version_id();
+        let id = seal_aad(vault, name, &version);
+        let new = match material {
+            Material::Generate(spec) => self.keys.generate(spec, &id)?,
+            Material::Import(jwk) => self.keys.import(jwk, &id)?,
+        };
+        Ok((version, new))
     }
 
     /// A version ready for crypto, from the cache or the store.
@@ -357,7 +415,7 @@ impl VaultService {
             name: key.name.clone(),
             version: rec.version.clone(),
             props: Self::parse_props(&rec.props)?,
-            private: self.unseal(vault, name, &rec)?,
+            key: self.unseal(vault, name, &rec)?,
         });
         self.cache
             .insert(vault, generation, loaded.clone(), version.is_none());
@@ -400,14 +458,15 @@ impl VaultService {
         Ok(())
     }
 
-    /// Stores a new version of `name` made of `private`, under the write lock.
+    /// Stores `version` of `name`, made of `new` (see [`VaultService::new_key`]), under the
+    /// write lock.
     #[allow(clippy::too_many_arguments)]
     fn add_version(
         &self,
         vault: &str,
         name: &str,
         kty: Kty,
-        private: PrivateKey,
+        (version, new): (String, NewKey),
         key_ops: Vec<String>,
         attributes: &AttributesInput,
         tags: Option<Tags>,
@@ -417,10 +476,10 @@ impl VaultService {
         let _g = self.lock()?;
         let existing = self.check_not_deleted(vault, name)?;
         let now = self.clock.now();
-        let public = public_members(&private);
+        let public = public_members(new.handle.as_ref());
         let mut props = KeyProps {
             kty,
-            key_size: private.key_size_bits() as u32,
+            key_size: new.handle.key_size_bits() as u32,
             key_ops,
             enabled: true,
             nbf: None,
@@ -442,10 +501,6 @@ impl VaultService {
                 props.exp = Some(now.saturating_add(secs));
             }
         }
-        let version = new_version_id();
-        let sealed = self
-            .root
-            .seal(&seal_aad(vault, name, &version), &private.to_bytes())?;
         let key = existing.unwrap_or(KeyRecord {
             vault: vault.to_string(),
             name: name.to_string(),
@@ -458,7 +513,7 @@ impl VaultService {
             created: now,
             props: serde_json::to_string(&props)
                 .map_err(|e| VaultError::Internal(e.to_string()))?,
-            sealed,
+            sealed: new.key_ref.to_bytes(),
         };
         self.store.version_add(&key, &rec)?;
         self.cache.invalidate(vault, name);
@@ -479,7 +534,7 @@ impl VaultService {
         validate_ops_and_tags(req.key_ops.as_deref(), req.tags.as_ref())?;
         // Fail fast on a soft-deleted name before spending time on key generation.
         self.check_not_deleted(vault, name)?;
-        let private = match kty {
+        let spec = match kty {
             Kty::Rsa | Kty::RsaHsm => {
                 let bits = req.key_size.unwrap_or(2048);
                 check_rsa_size(bits as usize)?;
@@ -488,7 +543,10 @@ impl VaultService {
                         "crv is not valid for an RSA key.".into(),
                     ));
                 }
-                PrivateKey::generate_rsa(bits as usize, req.public_exponent)?
+                KeySpec::Rsa {
+                    bits: bits as usize,
+                    public_exponent: req.public_exponent,
+                }
             }
             Kty::Ec | Kty::EcHsm => {
                 let crv = req.curve.as_deref().unwrap_or("P-256");
@@ -504,7 +562,7 @@ impl VaultService {
                         )));
                     }
                 }
-                PrivateKey::generate_ec(curve)?
+                KeySpec::Ec(curve)
             }
             Kty::Oct | Kty::OctHsm => {
                 let bits = req.key_size.unwrap_or(256);
@@ -513,15 +571,18 @@ impl VaultService {
                         "AES key size {bits} is not supported: use 128, 192 or 256."
                     )));
                 }
-                PrivateKey::generate_oct(bits as usize)?
+                KeySpec::Oct {
+                    bits: bits as usize,
+                }
             }
         };
+        let new = self.new_key(vault, name, Material::Generate(spec))?;
         let ops = req.key_ops.unwrap_or_else(|| kty.default_ops());
         self.add_version(
             vault,
             name,
             kty,
-            private,
+            new,
             ops,
             &req.attributes,
             req.tags,
@@ -542,16 +603,16 @@ impl VaultService {
             None => kty,
         };
         validate_ops_and_tags(req.key_ops.as_deref(), req.tags.as_ref())?;
-        let private = PrivateKey::from_jwk(&req.jwk)?;
-        if private.family() == KeyFamily::Rsa {
-            check_rsa_size(private.key_size_bits())?;
+        let new = self.new_key(vault, name, Material::Import(&req.jwk))?;
+        if new.1.handle.family() == KeyFamily::Rsa {
+            check_rsa_size(new.1.handle.key_size_bits())?;
         }
         let ops = req.key_ops.unwrap_or_else(|| kty.default_ops());
         self.add_version(
             vault,
             name,
             kty,
-            private,
+            new,
             ops,
             &req.attributes,
             req.tags,
@@ -776,8 +837,11 @@ impl VaultService {
     pub fn rotate_key(&self, vault: &str, name: &str) -> VaultResult<KeyView> {
         let (key, latest) = self.version_record(vault, name, None)?;
         let props = Self::parse_props(&latest.props)?;
-        let private = match props.kty {
-            Kty::Rsa | Kty::RsaHsm => PrivateKey::generate_rsa(props.key_size as usize, None)?,
+        let spec = match props.kty {
+            Kty::Rsa | Kty::RsaHsm => KeySpec::Rsa {
+                bits: props.key_size as usize,
+                public_exponent: None,
+            },
             Kty::Ec | Kty::EcHsm => {
                 let curve = props
                     .public
@@ -785,10 +849,13 @@ impl VaultService {
                     .as_deref()
                     .and_then(Curve::from_jwk)
                     .ok_or_else(|| VaultError::Internal("stored EC key without curve".into()))?;
-                PrivateKey::generate_ec(curve)?
+                KeySpec::Ec(curve)
             }
-            Kty::Oct | Kty::OctHsm => PrivateKey::generate_oct(props.key_size as usize)?,
+            Kty::Oct | Kty::OctHsm => KeySpec::Oct {
+                bits: props.key_size as usize,
+            },
         };
+        let new = self.new_key(vault, &key.name, Material::Generate(spec))?;
         let attrs = AttributesInput {
             exportable: props.exportable,
             ..Default::default()
@@ -797,7 +864,7 @@ impl VaultService {
             vault,
             &key.name,
             props.kty,
-            private,
+            new,
             props.key_ops,
             &attrs,
             props.tags,
@@ -859,13 +926,15 @@ impl VaultService {
             }
             for rec in batch {
                 after = rec.seq;
-                let private = self.unseal(vault, name, &rec)?;
+                let private = self.open_key(vault, name, &rec, |keys, r, id| {
+                    keys.export_for_backup(r, id)
+                })?;
                 versions.push(BackupVersion {
                     version: rec.version.clone(),
                     seq: rec.seq,
                     created: rec.created,
                     props: rec.props.clone(),
-                    private: BackupVersion::encode_private(&private.to_bytes()),
+                    private: BackupVersion::encode_private(&private),
                 });
             }
             if versions.len() > backup::MAX_VERSIONS {
@@ -881,28 +950,28 @@ impl VaultService {
             rotation_policy: key.rotation_policy.clone(),
             versions,
         };
-        backup::seal(&self.root, &doc)
+        backup::seal(self.sealer.as_ref(), &doc)
     }
 
     /// Restores a backup blob into `vault` under the key's original name.
     pub fn restore_key(&self, vault: &str, blob: &[u8]) -> VaultResult<KeyView> {
         self.vault(vault)?;
-        let doc = backup::open(&self.root, blob)?;
+        let doc = backup::open(self.sealer.as_ref(), blob)?;
         validate_key_name(&doc.name)?;
         let mut versions = Vec::with_capacity(doc.versions.len());
         for v in &doc.versions {
             let private_bytes = v.private_bytes()?;
-            // Parse to prove the material is usable before storing it.
-            PrivateKey::from_bytes(&private_bytes)?;
+            // The backend parses the material to prove it usable before it is stored.
+            let key_ref = self
+                .keys
+                .import_from_backup(&private_bytes, &seal_aad(vault, &doc.name, &v.version))?;
             Self::parse_props(&v.props)?;
             versions.push(VersionRecord {
                 version: v.version.to_lowercase(),
                 seq: v.seq,
                 created: v.created,
                 props: v.props.clone(),
-                sealed: self
-                    .root
-                    .seal(&seal_aad(vault, &doc.name, &v.version), &private_bytes)?,
+                sealed: key_ref.to_bytes(),
             });
         }
         let key = KeyRecord {
@@ -961,8 +1030,8 @@ impl VaultService {
         if !props.allows(key_op) {
             return Err(VaultError::KeyOperationForbidden(op_name));
         }
-        let key = &loaded.private;
-        let alg = input.alg.as_str();
+        let key = loaded.key.as_ref();
+        let alg = input.alg;
         let req = CipherRequest {
             value: &input.value,
             iv: input.iv.as_deref(),
@@ -1087,8 +1156,16 @@ fn curve_bits(c: Curve) -> usize {
     }
 }
 
-fn public_members(private: &PrivateKey) -> PublicMembers {
-    let jwk = private.public_jwk();
+/// What a new key version is made of.
+enum Material<'a> {
+    /// Generated by the backend.
+    Generate(KeySpec),
+    /// Imported from private JWK members.
+    Import(&'a JwkPrivate),
+}
+
+fn public_members(key: &dyn KeyHandle) -> PublicMembers {
+    let jwk = key.public_jwk();
     let enc = |b: Option<Vec<u8>>| b.map(|b| B64URL.encode(b));
     PublicMembers {
         n: enc(jwk.n),

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use cmkvault_crypto::RootKey;
 use cmkvault_store::{SqliteStore, Store};
-use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, UpdateKey};
+use cmkvault_vault::model::{
+    Alg, CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey,
+};
 use cmkvault_vault::rotation::{RotationPolicyInput, Trigger};
 use cmkvault_vault::{Clock, VaultError, VaultService};
 
@@ -37,11 +39,7 @@ fn oct(svc: &VaultService, name: &str) -> String {
 }
 
 fn wrap(svc: &VaultService, name: &str, version: Option<&str>) -> Result<Vec<u8>, VaultError> {
-    let input = CryptoInput {
-        alg: "A256KW".into(),
-        value: vec![7u8; 32],
-        ..Default::default()
-    };
+    let input = CryptoInput::new(Alg::A256Kw, vec![7u8; 32]);
     match svc.crypto("default", name, version, CryptoOp::WrapKey, &input)? {
         CryptoOutput::Bytes { value, .. } => Ok(value.to_vec()),
         CryptoOutput::Verified(_) => unreachable!(),
@@ -61,17 +59,16 @@ fn wrong_root_key_is_refused_at_open() {
 
 #[test]
 fn sealed_material_is_bound_to_its_version() {
-    let (svc, store) = service();
+    let root = [5u8; 32];
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let svc = service_with(store.clone(), RootKey::from_bytes(&root).unwrap());
     let v1 = oct(&svc, "k");
     let v2 = svc.rotate_key("default", "k").unwrap().version;
     // Swap the sealed blobs of the two versions: each must now fail to open.
     let a = store.version_get("default", "k", &v1).unwrap().unwrap();
     let b = store.version_get("default", "k", &v2).unwrap().unwrap();
     assert_ne!(a.sealed, b.sealed);
-    let fresh = service_with(
-        store.clone(),
-        RootKey::from_bytes(svc.root_key().as_bytes()).unwrap(),
-    );
+    let fresh = service_with(store.clone(), RootKey::from_bytes(&root).unwrap());
     drop(svc);
     // Store v1 again, but carrying v2's sealed bytes.
     store.key_purge("default", "k").unwrap();
@@ -90,6 +87,58 @@ fn sealed_material_is_bound_to_its_version() {
         .unwrap();
     let err = wrap(&fresh, "k", Some(&v1)).unwrap_err();
     assert!(matches!(err, VaultError::Internal(_)), "{err:?}");
+}
+
+#[test]
+fn rows_sealed_before_key_refs_still_open_and_back_up() {
+    let root = [6u8; 32];
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let svc = service_with(store.clone(), RootKey::from_bytes(&root).unwrap());
+    let k = vec![0x11u8; 32];
+    let import = ImportKey {
+        jwk: cmkvault_crypto::JwkPrivate {
+            kty: "oct-HSM".into(),
+            k: Some(cmkvault_crypto::Zeroizing::new(k.clone())),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let v = svc.import_key("default", "k", import).unwrap().version;
+    let wrapped = wrap(&svc, "k", Some(&v)).unwrap();
+    let row = store.version_get("default", "k", &v).unwrap().unwrap();
+    assert_eq!(row.sealed[0], b'S', "new rows carry the key-reference tag");
+    drop(svc);
+    // Rewrite the row as the code before key references wrote it: the bare sealed blob of
+    // the tag byte 0x03 (oct) and the key bytes.
+    let legacy = RootKey::from_bytes(&root)
+        .unwrap()
+        .seal(
+            format!("cmkvault:key:v1:default:k:{v}").as_bytes(),
+            &[&[0x03u8][..], &k[..]].concat(),
+        )
+        .unwrap();
+    assert_eq!(legacy[0], 0x01);
+    store.key_purge("default", "k").unwrap();
+    let mut old = row.clone();
+    old.sealed = legacy;
+    let key_row = cmkvault_store::KeyRecord {
+        vault: "default".into(),
+        name: "k".into(),
+        deleted: None,
+        rotation_policy: None,
+    };
+    store.key_restore(&key_row, &[old]).unwrap();
+    let fresh = service_with(store.clone(), RootKey::from_bytes(&root).unwrap());
+    assert_eq!(wrap(&fresh, "k", Some(&v)).unwrap(), wrapped);
+    assert_eq!(wrap(&fresh, "k", None).unwrap(), wrapped);
+    // Backup of the old row and restore give a tagged row with the same key.
+    let blob = fresh.backup_key("default", "k").unwrap();
+    fresh.delete_key("default", "k").unwrap();
+    fresh.purge_key("default", "k").unwrap();
+    fresh.restore_key("default", &blob).unwrap();
+    let restored = store.version_get("default", "k", &v).unwrap().unwrap();
+    assert_eq!(restored.sealed[0], b'S');
+    assert_eq!(wrap(&fresh, "k", Some(&v)).unwrap(), wrapped);
 }
 
 #[test]

@@ -33,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use clap::Args;
-use cmkvault_crypto::{CipherRequest, Curve, KeyFamily, PrivateKey};
+use cmkvault_crypto::{Alg, CipherRequest, Curve, KeyFamily, KeyHandle, PrivateKey};
 use cmkvault_server::{datadir, RunningServer, ServerOptions};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -341,7 +341,7 @@ fn b64(bytes: &[u8]) -> String {
 struct RawOp {
     key: PrivateKey,
     op: Op,
-    alg: String,
+    alg: Alg,
     input: Vec<u8>,
     iv: Option<Vec<u8>>,
     tag: Option<Vec<u8>>,
@@ -353,12 +353,14 @@ impl RawOp {
     fn new(spec: &KeySpec, op: Op, alg: &str) -> Result<RawOp> {
         let key = spec.generate()?;
         let what = || format!("{} with a {} key ({alg})", op.name(), spec.label());
+        let name = alg;
+        let alg: Alg = name.parse().with_context(what)?;
         let dek = random(DEK_LEN)?;
         let (input, iv, tag) = match op {
             Op::WrapKey => (dek, None, None),
             Op::UnwrapKey => (key.wrap_key(alg, &dek).with_context(what)?, None, None),
             Op::Decrypt => {
-                let iv = if needs_iv(alg) {
+                let iv = if needs_iv(name) {
                     Some(random(16)?)
                 } else {
                     None
@@ -375,13 +377,13 @@ impl RawOp {
                     .with_context(what)?;
                 (out.value, out.iv, out.tag)
             }
-            Op::Sign => (random(digest_len(alg))?, None, None),
+            Op::Sign => (random(digest_len(name))?, None, None),
             Op::Get => bail!("get has no raw crypto limit"),
         };
         let raw = RawOp {
             key,
             op,
-            alg: alg.to_string(),
+            alg,
             input,
             iv,
             tag,
@@ -391,7 +393,7 @@ impl RawOp {
     }
 
     fn once(&self) -> Result<(), cmkvault_crypto::CryptoError> {
-        let alg = self.alg.as_str();
+        let alg = self.alg;
         match self.op {
             Op::WrapKey => self.key.wrap_key(alg, &self.input).map(drop),
             Op::UnwrapKey => self.key.unwrap_key(alg, &self.input).map(drop),
@@ -1500,6 +1502,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("RSA-OAEP-256"), "{e:#}");
+        let e = RawOp::new(&oct, Op::UnwrapKey, "NOPE").err().unwrap();
+        assert!(
+            format!("{e:#}").ends_with("unsupported algorithm NOPE: unknown algorithm"),
+            "{e:#}"
+        );
         let raw = RawOp::new(&oct, Op::Decrypt, "A256GCM").unwrap();
         assert!(raw.measure(1, Duration::from_millis(20)).unwrap() > 0.0);
         let raw = RawOp::new(&oct, Op::Decrypt, "A256CBC").unwrap();
