@@ -69,7 +69,7 @@ pub struct VaultService {
     pub(crate) store: Arc<dyn Store>,
     root: RootKey,
     clock: Clock,
-    cache: KeyCache,
+    pub(crate) cache: KeyCache,
     /// Principals, roles, assignments, access policies and vault settings, as one snapshot.
     pub(crate) access: crate::access::AccessCache,
     /// Serialises changes (check-then-write sequences such as "create unless soft-deleted").
@@ -296,7 +296,7 @@ impl VaultService {
         }
     }
 
-    fn parse_props(props: &str) -> VaultResult<KeyProps> {
+    pub(crate) fn parse_props(props: &str) -> VaultResult<KeyProps> {
         serde_json::from_str(props)
             .map_err(|e| VaultError::Internal(format!("stored key properties: {e}")))
     }
@@ -337,7 +337,14 @@ impl VaultService {
                 rec.version
             ))
         })?;
-        Ok(PrivateKey::from_bytes(&bytes)?)
+        // The blob opened, so it was sealed here: material that does not parse is corrupt
+        // stored data (an internal error), not a client's bad key.
+        PrivateKey::from_bytes(&bytes).map_err(|e| {
+            VaultError::Internal(format!(
+                "sealed key {name}/{} does not parse: {e}",
+                rec.version
+            ))
+        })
     }
 
     /// A version ready for crypto, from the cache or the store.
@@ -1009,52 +1016,6 @@ impl VaultService {
             )));
         }
         Ok(cmkvault_crypto::random_bytes(count)?)
-    }
-
-    // ---------------------------------------------------------------- upkeep
-
-    /// Purges deleted keys past their scheduled purge date and rotates keys whose rotation
-    /// policy is due. Returns (purged, rotated).
-    pub fn run_maintenance(&self) -> VaultResult<(usize, usize)> {
-        let now = self.clock.now();
-        let mut purged = 0;
-        for key in self.store.keys_due_for_purge(now)? {
-            let _g = self.lock()?;
-            self.store.key_purge(&key.vault, &key.name)?;
-            self.cache.invalidate(&key.vault, &key.name);
-            tracing::info!(vault = %key.vault, key = %key.name, "purged deleted key after its retention period");
-            purged += 1;
-        }
-        let mut rotated = 0;
-        for vault in self.store.vault_list()? {
-            let mut after: Option<String> = None;
-            loop {
-                let rows = self
-                    .store
-                    .key_list(&vault.name, false, after.as_deref(), 100)?;
-                let Some(last) = rows.last() else { break };
-                after = Some(last.name.to_lowercase());
-                for key in rows {
-                    let Some(policy) = key
-                        .rotation_policy
-                        .as_deref()
-                        .and_then(|p| serde_json::from_str::<RotationPolicy>(p).ok())
-                    else {
-                        continue;
-                    };
-                    let Some(latest) = self.store.version_latest(&vault.name, &key.name)? else {
-                        continue;
-                    };
-                    let props = Self::parse_props(&latest.props)?;
-                    if policy.rotation_due(props.created, props.exp, now) {
-                        self.rotate_key(&vault.name, &key.name)?;
-                        tracing::info!(vault = %vault.name, key = %key.name, "rotated key by its rotation policy");
-                        rotated += 1;
-                    }
-                }
-            }
-        }
-        Ok((purged, rotated))
     }
 }
 

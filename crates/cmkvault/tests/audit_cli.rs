@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_store::SqliteAuditStore;
-use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions, CheckpointMode};
+use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
 use common::{cmkvault, run, success, tls_trusting_ca, Output, Server};
 use serde_json::{json, Value};
@@ -72,9 +72,12 @@ fn serve_with_token(data: &Path, scratch: &Path) -> (Server, String) {
     (server, token.trim().to_string())
 }
 
-/// Copies a directory tree (the data directory, for tampering with a copy).
+/// Copies a directory tree (the data directory, for tampering with a copy), with its modes
+/// (files keep theirs through `fs::copy`). Only a stopped writer's directory may be copied:
+/// a live one can replace or remove files while the copy runs.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
@@ -640,10 +643,10 @@ fn make_log(data: &Path, n: usize, every: u64) {
             .await
             .unwrap();
         }
-        // What a stopping server does: sign the unsigned end of the log.
-        log.checkpoint_with(CheckpointMode::IfUnsigned)
-            .await
-            .unwrap();
+        // What a stopping server does: sign the unsigned end of the log, then wait for the
+        // writer and close the database, so nothing changes in `data` once this returns (a
+        // copy taken right after used to meet a file that vanished).
+        log.shutdown().await.unwrap();
     });
 }
 
