@@ -105,6 +105,17 @@ fn row_count(data: &Path) -> i64 {
         .unwrap()
 }
 
+/// Sequence number and kind of the log's last row.
+fn last_row(data: &Path) -> (i64, String) {
+    let db = rusqlite::Connection::open(data.join("audit.db")).unwrap();
+    db.query_row(
+        "SELECT seq, kind FROM audit ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
 fn verify(data: &Path, scratch: &Path) -> Output {
     audit(&["verify", "--data", data.to_str().unwrap()], scratch)
 }
@@ -555,8 +566,17 @@ fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
         );
     }
 
-    // A restarted server continues the same chain.
+    // A restarted server continues the same chain, after signing the end the kill left
+    // unsigned: before it serves anything, the log ends at a checkpoint right after the
+    // last record written before the kill.
+    let last_before = last_row(&data);
+    assert_eq!(last_before.1, "event", "the kill left an unsigned end");
     let server = Server::start(&data, scratch);
+    assert_eq!(
+        last_row(&data),
+        (last_before.0 + 1, "checkpoint".to_string()),
+        "the unsigned end is signed at start"
+    );
     let client = https_client(&data, server.port);
     let base = server.url();
     let status = rt.block_on(async {
