@@ -10,6 +10,7 @@ mod api;
 pub mod datadir;
 pub mod error;
 mod imds;
+pub mod maintenance;
 mod management;
 mod oauth;
 pub mod tls;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cmkvault_store::SqliteAuditStore;
-use cmkvault_vault::audit::{AuditLog, AuditOptions, CheckpointMode};
+use cmkvault_vault::audit::{AuditLog, AuditOptions};
 use cmkvault_vault::tokens::TokenAuthority;
 use cmkvault_vault::{VaultError, VaultService};
 
@@ -146,8 +147,10 @@ pub struct RunningServer {
     _lock: std::fs::File,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Background tasks stopped with the server (maintenance, managed-identity endpoint).
+    /// Background tasks stopped with the server (managed-identity endpoint).
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Auto-purge, auto-rotation and audit upkeep; stopped and awaited before the audit log.
+    maintenance: maintenance::Task,
 }
 
 impl RunningServer {
@@ -156,7 +159,8 @@ impl RunningServer {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
         let _ = self.task.await;
         self.background.iter().for_each(|t| t.abort());
-        seal_audit(self.audit.as_deref()).await;
+        self.maintenance.stop().await;
+        stop_audit(self.audit.as_deref()).await;
     }
 
     /// Waits until the server stops (it stops on an I/O error or after `shutdown`).
@@ -166,7 +170,8 @@ impl RunningServer {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         self.background.iter().for_each(|t| t.abort());
-        seal_audit(self.audit.as_deref()).await;
+        self.maintenance.stop().await;
+        stop_audit(self.audit.as_deref()).await;
         result
     }
 
@@ -176,11 +181,12 @@ impl RunningServer {
     }
 }
 
-/// Signs the audit records written since the last checkpoint, so the log's end is covered by
-/// a signature when the server stops.
-async fn seal_audit(audit: Option<&AuditLog>) {
+/// Stops the audit log: signs the records written since the last checkpoint, so the log's
+/// end is covered by a signature, and waits for the writer, so nothing touches the data
+/// directory once the server has stopped.
+async fn stop_audit(audit: Option<&AuditLog>) {
     if let Some(audit) = audit {
-        if let Err(e) = audit.checkpoint_with(CheckpointMode::IfUnsigned).await {
+        if let Err(e) = audit.shutdown().await {
             tracing::error!("final audit checkpoint failed: {e}");
         }
     }
@@ -266,43 +272,14 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         .handle(handle.clone());
     let task = tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
 
-    let service = data.service.clone();
-    let interval = opts.maintenance_interval;
-    let prune = audit.clone().zip(opts.audit_retention_days);
-    let timed_checkpoints = audit.clone();
-    let maintenance = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let svc = service.clone();
-            match tokio::task::spawn_blocking(move || svc.run_maintenance()).await {
-                Ok(Ok((purged, rotated))) if purged + rotated > 0 => {
-                    tracing::info!(purged, rotated, "maintenance")
-                }
-                Ok(Err(e)) => tracing::error!("maintenance failed: {e}"),
-                _ => {}
-            }
-            if let Some(log) = &timed_checkpoints {
-                // Signs the head when records wait unsigned for longer than the interval.
-                if let Err(e) = log.checkpoint_with(CheckpointMode::IfDue).await {
-                    tracing::error!("timed audit checkpoint failed: {e}");
-                }
-            }
-            if let Some((log, days)) = &prune {
-                let cutoff = (service.clock().now() - i64::from(*days) * 86_400) * 1000;
-                match log.prune_before(cutoff).await {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(removed = n, "pruned audit records past retention")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!("audit pruning failed: {e}"),
-                }
-            }
-        }
-    });
+    let maintenance = maintenance::spawn(
+        data.service.clone(),
+        opts.maintenance_interval,
+        audit.clone(),
+        opts.audit_retention_days,
+    );
 
-    let mut background = vec![maintenance];
+    let mut background = Vec::new();
     let imds_addr = match opts.imds_listen {
         Some(listen) => {
             let (imds_addr, imds_task) =
@@ -324,5 +301,6 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         handle,
         task,
         background,
+        maintenance,
     })
 }

@@ -19,6 +19,9 @@ pub fn ensure_certificates(tls_dir: &Path, vault_domain: &str) -> Result<(), Ser
     let ca = tls_dir.join("ca.pem");
     let cert = tls_dir.join("server.pem");
     let key = tls_dir.join("server.key");
+    // The directory holds the server's private key: 0700, tightened if made wider.
+    crate::datadir::private_dir(tls_dir)?;
+    restrict_key_file(&key)?;
     let current = std::fs::read_to_string(&domain_file).ok();
     if current.as_deref().map(str::trim) == Some(vault_domain)
         && ca.exists()
@@ -30,7 +33,6 @@ pub fn ensure_certificates(tls_dir: &Path, vault_domain: &str) -> Result<(), Ser
     if current.is_some() {
         tracing::warn!(vault_domain, "vault domain changed: making a new CA and server certificate; clients must trust the new ca.pem");
     }
-    std::fs::create_dir_all(tls_dir).map_err(|e| ServerError::io(tls_dir, e))?;
     let tls_err = |e: rcgen::Error| ServerError::Tls(e.to_string());
 
     let ca_key = KeyPair::generate().map_err(tls_err)?;
@@ -76,6 +78,21 @@ pub fn ensure_certificates(tls_dir: &Path, vault_domain: &str) -> Result<(), Ser
     write_file_atomic(&ca, ca_cert.pem().as_bytes(), 0o644)?;
     write_file_atomic(&domain_file, vault_domain.as_bytes(), 0o644)?;
     Ok(())
+}
+
+/// Sets mode 0600 on a generated private key file that exists with a wider mode (made by an
+/// earlier version or copied in by hand).
+fn restrict_key_file(key: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(key) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| ServerError::io(key, e))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ServerError::io(key, e)),
+    }
 }
 
 /// Loads a certificate chain and key into a rustls server config (aws-lc-rs provider,

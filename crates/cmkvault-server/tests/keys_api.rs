@@ -825,13 +825,17 @@ async fn auto_rotation_by_policy_and_clock() {
                    "attributes": {"expiryTime": "P60D"}}),
         )
         .await);
-    assert_eq!(ts.maintenance(), (0, 0), "nothing due yet");
+    assert_eq!(ts.maintenance().await, (0, 0), "nothing due yet");
 
     ts.advance(30 * DAY - 120);
-    assert_eq!(ts.maintenance(), (0, 0), "not yet");
+    assert_eq!(ts.maintenance().await, (0, 0), "not yet");
     ts.advance(240);
-    assert_eq!(ts.maintenance(), (0, 2), "both rotate at day 30");
-    assert_eq!(ts.maintenance(), (0, 0), "the new versions are not due");
+    assert_eq!(ts.maintenance().await, (0, 2), "both rotate at day 30");
+    assert_eq!(
+        ts.maintenance().await,
+        (0, 0),
+        "the new versions are not due"
+    );
     assert_eq!(ts.list_all("/keys/auto-a/versions").await.len(), 2);
     assert_eq!(ts.list_all("/keys/auto-b/versions").await.len(), 2);
     assert_eq!(ts.list_all("/keys/auto-none/versions").await.len(), 1);
@@ -843,7 +847,7 @@ async fn auto_rotation_by_policy_and_clock() {
     // auto-b's new version expires at day 90; its rotation is due 10 days before.
     ts.advance(50 * DAY + 60);
     assert_eq!(
-        ts.maintenance(),
+        ts.maintenance().await,
         (0, 2),
         "auto-a (day 30 of v2) and auto-b (10 days before exp)"
     );
@@ -1055,9 +1059,9 @@ async fn extreme_durations_and_timestamps_do_not_crash() {
         json!({"kty": "EC", "attributes": {"exp": i64::MAX, "nbf": 1.0e300}}),
     )
     .await;
-    let (_, rotated) = ts.maintenance();
+    let (_, rotated) = ts.maintenance().await;
     assert_eq!(rotated, 1, "only 'early' (expired long ago) is due");
-    assert_eq!(ts.maintenance(), (0, 0));
+    assert_eq!(ts.maintenance().await, (0, 0));
     assert_eq!(ts.list_all("/keys/late/versions").await.len(), 1);
     // The write path still works afterwards.
     ts.create_key("after", json!({"kty": "EC"})).await;

@@ -232,12 +232,12 @@ async fn purge_protection_vault() {
     // The service still purges it once retention has passed.
     ok(ts.req_at(&pp, Method::DELETE, "/keys/guarded", None).await);
     ts.advance(7 * DAY - 300);
-    assert_eq!(ts.maintenance().0, 0, "not before scheduledPurgeDate");
+    assert_eq!(ts.maintenance().await.0, 0, "not before scheduledPurgeDate");
     ok(ts
         .req_at(&pp, Method::GET, "/deletedkeys/guarded", None)
         .await);
     ts.advance(600);
-    assert_eq!(ts.maintenance().0, 1);
+    assert_eq!(ts.maintenance().await.0, 1);
     let r = ts
         .req_at(&pp, Method::GET, "/deletedkeys/guarded", None)
         .await;
@@ -294,12 +294,12 @@ async fn auto_purge_after_retention() {
     assert_eq!(due, d["deletedDate"].as_i64().unwrap() + 7 * DAY);
 
     ts.advance(due - ts.now() - 60);
-    assert_eq!(ts.maintenance(), (0, 0));
+    assert_eq!(ts.maintenance().await, (0, 0));
     ok(ts
         .req_at(&kv1, Method::GET, "/deletedkeys/gone", None)
         .await);
     ts.advance(120);
-    assert_eq!(ts.maintenance(), (1, 0));
+    assert_eq!(ts.maintenance().await, (1, 0));
     let r = ts
         .req_at(&kv1, Method::GET, "/deletedkeys/gone", None)
         .await;
@@ -319,7 +319,7 @@ async fn auto_purge_after_retention() {
 
     ts.advance(90 * DAY);
     assert_eq!(
-        ts.maintenance(),
+        ts.maintenance().await,
         (1, 0),
         "the default vault's key after 90 days"
     );
@@ -678,6 +678,9 @@ async fn wrong_or_malformed_root_key_is_refused() {
     assert!(m.to_lowercase().contains("root key"), "{m}");
     // Putting the right key back makes it usable again.
     std::fs::write(&root_file, right).unwrap();
+    // (A key file others can read is refused: restore it private.)
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&root_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let data = datadir::open(path, None).expect("reopen");
     assert!(data.service.get_key("default", "rk", None).is_ok());
 }

@@ -91,7 +91,8 @@ pub struct AuditHead {
 
 /// The audit database.
 pub struct SqliteAuditStore {
-    conn: Mutex<Connection>,
+    /// `None` once [`SqliteAuditStore::close`] ran.
+    conn: Mutex<Option<Connection>>,
     head_path: PathBuf,
 }
 
@@ -116,15 +117,21 @@ const COLS: &str =
 impl SqliteAuditStore {
     /// Opens (creating) the audit database; writes wait at most `busy_timeout` for a lock
     /// before failing.
+    /// The file and its `-wal`/`-shm` companions are private (mode 0600) whatever the umask.
     pub fn open(path: &Path, busy_timeout: Duration) -> StoreResult<Self> {
+        let private = |e: std::io::Error| {
+            StoreError::Database(format!("cannot make {} private: {e}", path.display()))
+        };
+        crate::create_private_db(path).map_err(private)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(busy_timeout)?;
         conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
         conn.execute_batch(SCHEMA)?;
+        crate::restrict_db_files(path).map_err(private)?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("audit");
         Ok(SqliteAuditStore {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Some(conn)),
             head_path: path.with_file_name(format!("{stem}-head.json")),
         })
     }
@@ -176,7 +183,25 @@ impl SqliteAuditStore {
             .conn
             .lock()
             .map_err(|_| StoreError::Database("audit connection lock poisoned".into()))?;
-        f(&mut conn)
+        match conn.as_mut() {
+            Some(c) => f(c),
+            None => Err(StoreError::Database("the audit database is closed".into())),
+        }
+    }
+
+    /// Closes the connection now (SQLite folds the WAL into the database and removes the
+    /// `-wal`/`-shm` files if this was the last connection), so nothing touches the directory
+    /// afterwards. Later calls fail with "closed". Closing twice is a no-op.
+    pub fn close(&self) -> StoreResult<()> {
+        let taken = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Database("audit connection lock poisoned".into()))?
+            .take();
+        match taken {
+            Some(c) => c.close().map_err(|(_, e)| e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Appends rows in one transaction (one fsync); all or nothing.

@@ -11,7 +11,7 @@ mod files;
 mod sqlite;
 
 pub use audit::{AuditFilter, AuditHead, AuditRow, SqliteAuditStore};
-pub use files::write_file_atomic;
+pub use files::{create_private_db, restrict_db_files, write_file_atomic};
 pub use sqlite::SqliteStore;
 
 /// Errors from a store backend.
@@ -171,6 +171,11 @@ pub trait Store: Send + Sync {
     fn key_update(&self, key: &KeyRecord) -> StoreResult<()>;
     /// Removes a key and all its versions for good.
     fn key_purge(&self, vault: &str, name: &str) -> StoreResult<()>;
+    /// Removes a key and all its versions for good, but only if it is still soft-deleted with
+    /// a scheduled purge date at or before `now` (checked in the deleting transaction); returns
+    /// whether it was removed. Auto-purge uses this, so a key recovered after it was listed
+    /// survives.
+    fn key_purge_if_due(&self, vault: &str, name: &str, now: i64) -> StoreResult<bool>;
     /// Keys whose scheduled purge date is at or before `now`.
     fn keys_due_for_purge(&self, now: i64) -> StoreResult<Vec<KeyRecord>>;
 

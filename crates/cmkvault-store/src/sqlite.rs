@@ -82,8 +82,15 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies the schema.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        // Keys are sealed, but principals' secret hashes and the sealed signing key are here:
+        // the file and its WAL companions are private (0600) whatever the umask.
+        let private = |e: std::io::Error| {
+            StoreError::Database(format!("cannot make {} private: {e}", path.display()))
+        };
+        crate::create_private_db(path).map_err(private)?;
+        let store = Self::init(Connection::open(path)?)?;
+        crate::restrict_db_files(path).map_err(private)?;
+        Ok(store)
     }
 
     /// An in-memory database, for tests.
@@ -344,6 +351,29 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    fn key_purge_if_due(&self, vault: &str, name: &str, now: i64) -> StoreResult<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let lc = name.to_lowercase();
+            let n = tx.execute(
+                "DELETE FROM keys WHERE vault = ?1 AND name_lc = ?2
+                   AND deleted_date IS NOT NULL AND scheduled_purge IS NOT NULL
+                   AND scheduled_purge <= ?3",
+                params![vault, lc, now],
+            )?;
+            if n == 0 {
+                // Recovered, purged or rescheduled since it was listed: leave it alone.
+                return Ok(false);
+            }
+            tx.execute(
+                "DELETE FROM key_versions WHERE vault = ?1 AND name_lc = ?2",
+                params![vault, lc],
+            )?;
+            tx.commit()?;
+            Ok(true)
         })
     }
 
@@ -738,6 +768,64 @@ mod tests {
         assert_eq!(s.key_list("v", true, None, 10).unwrap()[0].name, "b");
         assert_eq!(s.keys_due_for_purge(20).unwrap().len(), 1);
         assert_eq!(s.keys_due_for_purge(19).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_conditional_purge_spares_a_key_that_is_no_longer_due() {
+        let s = SqliteStore::open_in_memory().unwrap();
+        for n in ["gone", "back", "later"] {
+            s.version_add(&key(n), &version(n)).unwrap();
+            let mut k = s.key_get("v", n).unwrap().unwrap();
+            k.deleted = Some((10, if n == "later" { 30 } else { 20 }));
+            s.key_update(&k).unwrap();
+        }
+        // Listed as due, then recovered before the purge runs.
+        assert_eq!(s.keys_due_for_purge(20).unwrap().len(), 2);
+        let mut back = s.key_get("v", "back").unwrap().unwrap();
+        back.deleted = None;
+        s.key_update(&back).unwrap();
+        assert!(!s.key_purge_if_due("v", "back", 20).unwrap());
+        assert!(s.version_get("v", "back", "back").unwrap().is_some());
+        // Not due yet, and absent: nothing happens.
+        assert!(!s.key_purge_if_due("v", "later", 20).unwrap());
+        assert!(s.key_get("v", "later").unwrap().is_some());
+        assert!(!s.key_purge_if_due("v", "nosuch", 20).unwrap());
+        // Due: the row and its versions go.
+        assert!(s.key_purge_if_due("v", "GONE", 20).unwrap());
+        assert!(s.key_get("v", "gone").unwrap().is_none());
+        assert!(s.version_get("v", "gone", "gone").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_database_files_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        // A file left world-readable (an earlier version, or made by hand) is tightened too.
+        std::fs::write(dir.path().join("old.sqlite"), b"").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("old.sqlite"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let s = SqliteStore::open(&path).unwrap();
+        s.version_add(&key("k"), &version("a")).unwrap();
+        let old = SqliteStore::open(&dir.path().join("old.sqlite")).unwrap();
+        old.meta_put_if_absent("m", b"1").unwrap();
+        for name in [
+            "db.sqlite",
+            "db.sqlite-wal",
+            "db.sqlite-shm",
+            "old.sqlite",
+            "old.sqlite-wal",
+            "old.sqlite-shm",
+        ] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 
     #[test]

@@ -29,6 +29,10 @@ use tokio::sync::oneshot;
 /// queue without bound.
 const QUEUE_CAPACITY: usize = 65_536;
 
+/// The object id recorded as the caller of changes the server makes on its own (automatic
+/// purge and rotation by the maintenance task). No token can carry it: it is not a principal.
+pub const SYSTEM_PRINCIPAL_OID: &str = "00000000-0000-0000-0000-00000000515e";
+
 /// The hash that precedes the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -287,11 +291,18 @@ pub enum CheckpointMode {
 enum Msg {
     Record(Box<Pending>),
     Checkpoint(oneshot::Sender<Result<i64, AuditError>>, CheckpointMode),
+    /// Write what is queued, sign the unsigned end, acknowledge and end the thread.
+    Shutdown(Option<oneshot::Sender<Result<i64, AuditError>>>),
 }
 
 /// The audit log: a handle to the writer thread plus read access for queries.
+///
+/// Stop it with [`AuditLog::shutdown`] (or by dropping it): both wait for the writer thread to
+/// end, so nothing writes to the directory afterwards.
 pub struct AuditLog {
     sender: mpsc::SyncSender<Msg>,
+    /// The writer thread, until it is joined.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     store: Arc<SqliteAuditStore>,
     tenant: String,
     in_flight: Arc<InFlight>,
@@ -393,6 +404,29 @@ impl Writer {
                 self.head_hash = GENESIS_HASH.to_string();
             }
         }
+        Ok(())
+    }
+
+    /// A log whose last row is not a checkpoint was not stopped cleanly (kill -9, power loss):
+    /// its end is signed now, before anything new is written, so removing those records later
+    /// is detectable. A log that cannot be signed stops the start (fail-closed).
+    fn seal_unclean_end(&mut self) -> Result<(), AuditError> {
+        let Some(last) = self.store.last()? else {
+            return Ok(());
+        };
+        if last.kind == "checkpoint" {
+            return Ok(());
+        }
+        let signed_to = self.store.last_checkpoint()?.map(|c| c.seq).unwrap_or(0);
+        self.write(Vec::new(), true).map_err(|e| {
+            AuditError::Write(format!(
+                "cannot sign the end of the audit log left by an unclean stop: {e}"
+            ))
+        })?;
+        tracing::warn!(
+            records = last.seq - signed_to,
+            "the audit log ended without a checkpoint (unclean stop): its end is signed now"
+        );
         Ok(())
     }
 
@@ -498,26 +532,33 @@ impl Writer {
         result.map(|_| seq)
     }
 
+    /// Signs the records written since the last checkpoint, if any (the end of the writer).
+    fn seal(&mut self) -> Result<i64, AuditError> {
+        if self.since_checkpoint > 0 {
+            self.write(Vec::new(), true)
+        } else {
+            Ok(self.head_seq)
+        }
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         loop {
             let Ok(first) = rx.recv() else {
                 // Every sender is gone: sign what is left unsigned before the thread ends.
-                if self.since_checkpoint > 0 {
-                    let _ = self.write(Vec::new(), true);
-                }
+                let _ = self.seal();
                 return;
             };
-            let mut batch = Vec::new();
-            let mut checkpoints = Vec::new();
-            let mut push = |m: Msg, batch: &mut Vec<Pending>| match m {
-                Msg::Record(p) => batch.push(*p),
-                Msg::Checkpoint(ack, mode) => checkpoints.push((ack, mode)),
-            };
-            push(first, &mut batch);
+            let mut batch = Batch::default();
+            batch.push(first);
             loop {
-                while batch.len() < self.opts.max_batch {
+                while batch.records.len() < self.opts.max_batch {
+                    // Nothing queued after a shutdown request is taken: its sender learns
+                    // that the log is closed.
+                    if batch.shutdown.is_some() {
+                        break;
+                    }
                     match rx.try_recv() {
-                        Ok(m) => push(m, &mut batch),
+                        Ok(m) => batch.push(m),
                         Err(_) => break,
                     }
                 }
@@ -526,30 +567,71 @@ impl Writer {
                 // the records that arrive meanwhile. The writer waits on the in-flight count,
                 // not on the queue, so arriving records do not wake it one by one; it commits
                 // early once nothing is running any more.
-                let Some(oldest) = batch.first().map(|p| p.queued) else {
+                let Some(oldest) = batch.records.first().map(|p| p.queued) else {
                     break;
                 };
                 let left = self.opts.commit_delay.saturating_sub(oldest.elapsed());
-                if left.is_zero() || batch.len() >= self.opts.max_batch || self.in_flight.is_idle()
+                if batch.shutdown.is_some()
+                    || left.is_zero()
+                    || batch.records.len() >= self.opts.max_batch
+                    || self.in_flight.is_idle()
                 {
                     break;
                 }
                 self.in_flight.wait_idle(left);
             }
-            let unsigned = self.since_checkpoint + batch.len() as u64 > 0;
+            let Batch {
+                records,
+                checkpoints,
+                shutdown,
+            } = batch;
+            let unsigned = self.since_checkpoint + records.len() as u64 > 0;
             let interval_passed = self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval;
             let force = checkpoints.iter().any(|(_, mode)| match mode {
                 CheckpointMode::Always => true,
                 CheckpointMode::IfUnsigned => unsigned,
                 CheckpointMode::IfDue => unsigned && interval_passed,
             });
-            let result = self.write(batch, force);
+            let result = if records.is_empty() && !force {
+                Ok(self.head_seq)
+            } else {
+                self.write(records, force)
+            };
             for (ack, _) in checkpoints {
                 let _ = ack.send(match &result {
                     Ok(seq) => Ok(*seq),
                     Err(e) => Err(AuditError::Write(e.to_string())),
                 });
             }
+            if let Some(ack) = shutdown {
+                let sealed = self.seal();
+                if let Err(e) = &sealed {
+                    tracing::error!("final audit checkpoint failed: {e}");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(sealed);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// What one turn of the writer takes from the queue.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Pending>,
+    checkpoints: Vec<(oneshot::Sender<Result<i64, AuditError>>, CheckpointMode)>,
+    /// A shutdown request (with its acknowledgement, if someone waits for it).
+    shutdown: Option<Option<oneshot::Sender<Result<i64, AuditError>>>>,
+}
+
+impl Batch {
+    fn push(&mut self, m: Msg) {
+        match m {
+            Msg::Record(p) => self.records.push(*p),
+            Msg::Checkpoint(ack, mode) => self.checkpoints.push((ack, mode)),
+            Msg::Shutdown(ack) => self.shutdown = Some(ack),
         }
     }
 }
@@ -585,13 +667,15 @@ impl AuditLog {
             opts,
         };
         writer.reload_head()?;
+        writer.seal_unclean_end()?;
         let (sender, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("cmkvault-audit".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::Write(format!("cannot start the audit writer: {e}")))?;
         Ok(AuditLog {
             sender,
+            writer: Mutex::new(Some(thread)),
             store,
             tenant,
             in_flight,
@@ -707,6 +791,51 @@ impl AuditLog {
     /// The audit database (for queries).
     pub fn store(&self) -> &Arc<SqliteAuditStore> {
         &self.store
+    }
+
+    /// Stops the log: the writer commits what is queued, signs the unsigned end of the log,
+    /// writes the head file and ends; this waits for the thread and then closes the database,
+    /// so nothing touches the directory after it returns. Records sent afterwards fail with
+    /// [`AuditError::Closed`]; queries on [`AuditLog::store`] fail too. Calling it again is a
+    /// no-op. Returns the final checkpoint's failure, if any.
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        let thread = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(thread) = thread else {
+            return Ok(());
+        };
+        let (ack, done) = oneshot::channel();
+        let sender = self.sender.clone();
+        // A full queue makes room as the writer drains it: wait for it off the async workers.
+        let sent = tokio::task::spawn_blocking(move || sender.send(Msg::Shutdown(Some(ack))))
+            .await
+            .map_err(|e| AuditError::Write(format!("the shutdown task failed: {e}")))?;
+        let sealed = match sent {
+            Ok(()) => done.await.map_err(|_| AuditError::Closed).and_then(|r| r),
+            // The thread is gone already.
+            Err(_) => Ok(0),
+        };
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| AuditError::Write(format!("the shutdown task failed: {e}")))?
+            .map_err(|_| AuditError::Write("the audit writer thread panicked".into()))?;
+        self.store.close()?;
+        sealed.map(|_| ())
+    }
+}
+
+impl Drop for AuditLog {
+    /// Without [`AuditLog::shutdown`], dropping the log still ends and joins the writer (which
+    /// signs the unsigned end first), so no thread keeps writing to the directory.
+    fn drop(&mut self) {
+        let thread = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = self.sender.send(Msg::Shutdown(None));
+            let _ = thread.join();
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod authz;
 mod backup;
 mod cache;
+pub mod maintenance;
 pub mod model;
 pub mod rotation;
 mod service;

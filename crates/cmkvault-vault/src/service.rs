@@ -75,7 +75,7 @@ pub struct VaultService {
     /// Makes key versions and opens them from their stored [`KeyRef`].
     keys: Arc<dyn KeyBackend>,
     clock: Clock,
-    cache: KeyCache,
+    pub(crate) cache: KeyCache,
     /// Principals, roles, assignments, access policies and vault settings, as one snapshot.
     pub(crate) access: crate::access::AccessCache,
     /// Serialises changes (check-then-write sequences such as "create unless soft-deleted").
@@ -316,7 +316,7 @@ impl VaultService {
         }
     }
 
-    fn parse_props(props: &str) -> VaultResult<KeyProps> {
+    pub(crate) fn parse_props(props: &str) -> VaultResult<KeyProps> {
         serde_json::from_str(props)
             .map_err(|e| VaultError::Internal(format!("stored key properties: {e}")))
     }
@@ -368,7 +368,12 @@ impl VaultService {
         let aad = seal_aad(vault, name, &rec.version);
         open(self.keys.as_ref(), &key_ref, &aad).map_err(|e| match e {
             CryptoError::Unseal => cannot_open(),
-            e => e.into(),
+            // The blob opened, so it was sealed here: material that does not parse is corrupt
+            // stored data (an internal error), not a client's bad key.
+            e => VaultError::Internal(format!(
+                "sealed key {name}/{} does not parse: {e}",
+                rec.version
+            )),
         })
     }
 
@@ -1078,52 +1083,6 @@ impl VaultService {
             )));
         }
         Ok(cmkvault_crypto::random_bytes(count)?)
-    }
-
-    // ---------------------------------------------------------------- upkeep
-
-    /// Purges deleted keys past their scheduled purge date and rotates keys whose rotation
-    /// policy is due. Returns (purged, rotated).
-    pub fn run_maintenance(&self) -> VaultResult<(usize, usize)> {
-        let now = self.clock.now();
-        let mut purged = 0;
-        for key in self.store.keys_due_for_purge(now)? {
-            let _g = self.lock()?;
-            self.store.key_purge(&key.vault, &key.name)?;
-            self.cache.invalidate(&key.vault, &key.name);
-            tracing::info!(vault = %key.vault, key = %key.name, "purged deleted key after its retention period");
-            purged += 1;
-        }
-        let mut rotated = 0;
-        for vault in self.store.vault_list()? {
-            let mut after: Option<String> = None;
-            loop {
-                let rows = self
-                    .store
-                    .key_list(&vault.name, false, after.as_deref(), 100)?;
-                let Some(last) = rows.last() else { break };
-                after = Some(last.name.to_lowercase());
-                for key in rows {
-                    let Some(policy) = key
-                        .rotation_policy
-                        .as_deref()
-                        .and_then(|p| serde_json::from_str::<RotationPolicy>(p).ok())
-                    else {
-                        continue;
-                    };
-                    let Some(latest) = self.store.version_latest(&vault.name, &key.name)? else {
-                        continue;
-                    };
-                    let props = Self::parse_props(&latest.props)?;
-                    if policy.rotation_due(props.created, props.exp, now) {
-                        self.rotate_key(&vault.name, &key.name)?;
-                        tracing::info!(vault = %vault.name, key = %key.name, "rotated key by its rotation policy");
-                        rotated += 1;
-                    }
-                }
-            }
-        }
-        Ok((purged, rotated))
     }
 }
 

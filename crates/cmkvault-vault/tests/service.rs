@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use cmkvault_crypto::RootKey;
 use cmkvault_store::{SqliteStore, Store};
+use cmkvault_vault::maintenance::Unaudited;
 use cmkvault_vault::model::{
     Alg, CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey,
 };
@@ -197,7 +198,7 @@ fn purge_protection_and_retention_are_one_way() {
     ));
     // The service still purges after the retention period.
     svc.clock().advance(7 * 86_400);
-    assert_eq!(svc.run_maintenance().unwrap().0, 1);
+    assert_eq!(svc.run_maintenance(&mut Unaudited).unwrap().purged, 1);
     assert!(matches!(
         svc.get_deleted_key("pp1", "k"),
         Err(VaultError::DeletedKeyNotFound(_))
@@ -250,9 +251,9 @@ fn rotation_policy_expiry_and_auto_rotation() {
     )
     .unwrap();
     svc.clock().advance(29 * 86_400);
-    assert_eq!(svc.run_maintenance().unwrap().1, 0);
+    assert_eq!(svc.run_maintenance(&mut Unaudited).unwrap().rotated, 0);
     svc.clock().advance(86_400);
-    assert_eq!(svc.run_maintenance().unwrap().1, 1);
+    assert_eq!(svc.run_maintenance(&mut Unaudited).unwrap().rotated, 1);
     let latest = svc.get_key("default", "k", None).unwrap();
     assert_ne!(latest.version, v1);
     let exp = latest.props.exp.expect("expiryTime sets exp");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_store::SqliteAuditStore;
-use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions, CheckpointMode};
+use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
 use common::{cmkvault, run, success, tls_trusting_ca, Output, Server};
 use serde_json::{json, Value};
@@ -72,9 +72,12 @@ fn serve_with_token(data: &Path, scratch: &Path) -> (Server, String) {
     (server, token.trim().to_string())
 }
 
-/// Copies a directory tree (the data directory, for tampering with a copy).
+/// Copies a directory tree (the data directory, for tampering with a copy), with its modes
+/// (files keep theirs through `fs::copy`). Only a stopped writer's directory may be copied:
+/// a live one can replace or remove files while the copy runs.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
@@ -100,6 +103,17 @@ fn row_count(data: &Path) -> i64 {
     let db = rusqlite::Connection::open(data.join("audit.db")).unwrap();
     db.query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
         .unwrap()
+}
+
+/// Sequence number and kind of the log's last row.
+fn last_row(data: &Path) -> (i64, String) {
+    let db = rusqlite::Connection::open(data.join("audit.db")).unwrap();
+    db.query_row(
+        "SELECT seq, kind FROM audit ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
 }
 
 fn verify(data: &Path, scratch: &Path) -> Output {
@@ -552,8 +566,17 @@ fn a_killed_server_loses_no_acknowledged_record_and_the_chain_goes_on() {
         );
     }
 
-    // A restarted server continues the same chain.
+    // A restarted server continues the same chain, after signing the end the kill left
+    // unsigned: before it serves anything, the log ends at a checkpoint right after the
+    // last record written before the kill.
+    let last_before = last_row(&data);
+    assert_eq!(last_before.1, "event", "the kill left an unsigned end");
     let server = Server::start(&data, scratch);
+    assert_eq!(
+        last_row(&data),
+        (last_before.0 + 1, "checkpoint".to_string()),
+        "the unsigned end is signed at start"
+    );
     let client = https_client(&data, server.port);
     let base = server.url();
     let status = rt.block_on(async {
@@ -640,10 +663,10 @@ fn make_log(data: &Path, n: usize, every: u64) {
             .await
             .unwrap();
         }
-        // What a stopping server does: sign the unsigned end of the log.
-        log.checkpoint_with(CheckpointMode::IfUnsigned)
-            .await
-            .unwrap();
+        // What a stopping server does: sign the unsigned end of the log, then wait for the
+        // writer and close the database, so nothing changes in `data` once this returns (a
+        // copy taken right after used to meet a file that vanished).
+        log.shutdown().await.unwrap();
     });
 }
 

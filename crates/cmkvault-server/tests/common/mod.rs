@@ -167,9 +167,18 @@ impl TestServer {
         self.srv.service.clock().now()
     }
 
-    /// Runs auto-purge and auto-rotation; returns (purged, rotated).
-    pub fn maintenance(&self) -> (usize, usize) {
-        self.srv.service.run_maintenance().expect("maintenance")
+    /// Runs auto-purge and auto-rotation as the maintenance task does (audited); returns
+    /// (purged, rotated) and fails the test on a key that could not be handled.
+    pub async fn maintenance(&self) -> (usize, usize) {
+        let report =
+            cmkvault_server::maintenance::run_once(&self.srv.service, self.srv.audit.as_ref())
+                .await
+                .expect("maintenance");
+        assert!(
+            report.errors.is_empty() && report.stopped.is_none(),
+            "maintenance: {report:?}"
+        );
+        (report.purged, report.rotated)
     }
 
     /// `base + path`, with `api-version` added when the path has none.
