@@ -62,7 +62,9 @@ mod types;
 pub use error::CryptoError;
 pub use key::PrivateKey;
 pub use root::{RootKey, ROOT_KEY_LEN};
-pub use secret::{generate_client_secret, hash_secret, verify_secret};
+pub use secret::{
+    dummy_secret_hash, generate_client_secret, hash_secret, pbkdf2_derivations, verify_secret,
+};
 pub use token::{verify_es256, TokenSigningKey};
 pub use types::{CipherOutput, CipherRequest, Curve, JwkPrivate, KeyFamily, PublicJwk};
 pub use zeroize::Zeroizing;
