@@ -12,6 +12,7 @@ pub mod error;
 mod imds;
 mod management;
 mod oauth;
+mod throttle;
 pub mod tls;
 pub mod wire;
 
@@ -75,6 +76,8 @@ pub struct AppState {
     pub audit: Option<Arc<AuditLog>>,
     /// Denied-access counters and alerts.
     pub alerts: Arc<DenialAlerts>,
+    /// Failed token requests per client id and source address (brute-force protection).
+    pub(crate) login_throttle: throttle::LoginThrottle,
 }
 
 /// How to run the server.
@@ -248,6 +251,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         public_url: opts.public_url.clone(),
         audit: audit.clone(),
         alerts: alerts.clone(),
+        login_throttle: Default::default(),
     });
     let imds_state = state.clone();
     let app = axum::Router::new().fallback(api::handle).with_state(state);
