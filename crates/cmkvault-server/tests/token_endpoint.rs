@@ -31,7 +31,10 @@ fn captured_log() -> &'static Arc<Mutex<Vec<u8>>> {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let writer = Capture(buf.clone());
         tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,cmkvault_vault::access=debug",
+            ))
+            .with_thread_ids(true)
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .init();
@@ -204,6 +207,53 @@ async fn many_failures_from_one_address_lock_that_address() {
     assert_locked(&creds(&ts, &client_id, &secret).await);
     ts.advance(61);
     assert_eq!(creds(&ts, &client_id, &secret).await.0, 200);
+    ts.stop().await;
+}
+
+/// The number in the first `ThreadId(N)` of `text` (the formatter pads it: `ThreadId(04)`).
+fn thread_number(text: &str) -> u64 {
+    let rest = &text[text.find("ThreadId(").expect("a thread id") + "ThreadId(".len()..];
+    rest[..rest.find(')').unwrap()].parse().unwrap()
+}
+
+/// The access snapshot is loaded from the store off the async workers. `#[tokio::test]` runs
+/// the server on this test's thread (a current-thread runtime), so a load on an async worker
+/// would be logged from this thread.
+#[tokio::test]
+async fn the_access_snapshot_is_loaded_off_the_async_workers() {
+    let _serial = SERIAL.lock().await;
+    captured_log();
+    let ts = TestServer::start().await;
+    let (client_id, secret) = identity(&ts, "reader").await;
+    ok(ts
+        .req(
+            Method::PUT,
+            "/management/vaults/default/roleAssignments",
+            Some(serde_json::json!({"principal": "reader", "role": "Key Vault Reader"})),
+        )
+        .await);
+    let r = creds(&ts, &client_id, &secret).await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    let token = r.2["access_token"].as_str().unwrap().to_string();
+    // A change drops the snapshot; the next request loads it.
+    identity(&ts, "someone-else").await;
+    let mark = log_text().len();
+    let r = send(ts.client.get(ts.url(&ts.base, "/keys")).bearer_auth(&token)).await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    let log = log_text()[mark..].to_string();
+    let loads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("access snapshot loaded from the store"))
+        .collect();
+    assert!(!loads.is_empty(), "the request loaded no snapshot: {log}");
+    let here = thread_number(&format!("{:?}", std::thread::current().id()));
+    for line in loads {
+        assert_ne!(
+            thread_number(line),
+            here,
+            "loaded on the async worker: {line}"
+        );
+    }
     ts.stop().await;
 }
 

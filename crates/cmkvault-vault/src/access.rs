@@ -294,6 +294,7 @@ impl VaultService {
         // Not published if a change invalidated the snapshot meanwhile: the next request
         // reloads. This request still uses what it read (it started before the change).
         self.access.publish(generation, &snap);
+        tracing::debug!(generation, "access snapshot loaded from the store");
         Ok(snap)
     }
 
