@@ -93,7 +93,9 @@ pub use backend::{KeyBackend, KeyHandle, KeyRef, KeySpec, NewKey, SoftwareBacken
 pub use error::CryptoError;
 pub use key::PrivateKey;
 pub use root::{RootKey, Sealer, ROOT_KEY_LEN};
-pub use secret::{generate_client_secret, hash_secret, verify_secret};
+pub use secret::{
+    dummy_secret_hash, generate_client_secret, hash_secret, pbkdf2_derivations, verify_secret,
+};
 pub use token::{verify_es256, TokenSigningKey};
 pub use types::{CipherOutput, CipherRequest, Curve, JwkPrivate, KeyFamily, PublicJwk};
 pub use zeroize::Zeroizing;

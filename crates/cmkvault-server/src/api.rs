@@ -8,10 +8,11 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use cmkvault_vault::access::AccessView;
 use cmkvault_vault::audit::AuditEvent;
 use cmkvault_vault::authz::{Denial, Operation};
 use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey};
-use cmkvault_vault::tokens::Claims;
+use cmkvault_vault::tokens::{Claims, BOOTSTRAP_ADMIN_OID};
 use cmkvault_vault::VaultResult;
 use serde_json::{json, Value};
 
@@ -107,9 +108,19 @@ fn unauthorized(state: &AppState, host: &str, message: &str) -> Response {
     resp
 }
 
+/// The access snapshot: from memory when it is loaded (no thread hop, the usual case);
+/// otherwise loaded from the store on the blocking pool, never on an async worker.
+pub(crate) async fn access_view(state: &AppState) -> Result<AccessView, ApiError> {
+    if let Some(view) = state.service.access_view_if_loaded() {
+        return Ok(view);
+    }
+    let svc = state.service.clone();
+    blocking(move || svc.access_view()).await
+}
+
 /// Verifies the bearer token and that its principal still exists; `Err` is the ready 401
-/// response.
-pub(crate) fn authenticate(
+/// response. Client-supplied values are logged escaped (`?`), never raw.
+pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     host: &str,
@@ -130,24 +141,27 @@ pub(crate) fn authenticate(
     };
     let now = state.service.clock().now();
     let claims = state.tokens.verify(token, now).map_err(|e| {
-        tracing::warn!(host, reason = %e, "rejected bearer token");
+        tracing::warn!(host = ?host, reason = %e, "rejected bearer token");
         Box::new(unauthorized(
             state,
             host,
             &format!("AKV10022: Invalid token: {e}."),
         ))
     })?;
-    match state.service.principal_exists(&claims.oid) {
-        Ok(true) => Ok(claims),
-        Ok(false) => {
-            tracing::warn!(host, oid = %claims.oid, "token of a deleted principal");
-            Err(Box::new(unauthorized(
-                state,
-                host,
-                "AKV10032: Invalid token: the principal no longer exists.",
-            )))
-        }
-        Err(e) => Err(Box::new(ApiError::from(e).into_response())),
+    let exists = claims.oid == BOOTSTRAP_ADMIN_OID
+        || access_view(state)
+            .await
+            .map_err(|e| Box::new(e.into_response()))?
+            .principal_exists(&claims.oid);
+    if exists {
+        Ok(claims)
+    } else {
+        tracing::warn!(host = ?host, oid = ?claims.oid, "token of a deleted principal");
+        Err(Box::new(unauthorized(
+            state,
+            host,
+            "AKV10032: Invalid token: the principal no longer exists.",
+        )))
     }
 }
 
@@ -440,7 +454,7 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
     }
     // Authenticate before anything else, and before reading the body: the SDKs' first request
     // is an unauthenticated probe with an empty body that must get the challenge.
-    let claims = match authenticate(&state, req.headers(), &host) {
+    let claims = match authenticate(&state, req.headers(), &host).await {
         Ok(c) => c,
         Err(resp) => {
             info.operation = "Authentication".into();
@@ -513,13 +527,18 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
         Some(v) => format!("{base}/keys/{name}/{v}"),
         None => format!("{base}/keys/{name}"),
     });
-    // Authorise (deny by default) before touching the key.
-    match state
-        .service
-        .authorize(&claims.oid, &vault, op, key.map(|k| k.0))
-    {
+    // Authorise (deny by default) before touching the key, from the access snapshot (loaded
+    // off the async workers when it is not in memory).
+    let view = match access_view(&state).await {
+        Ok(v) => v,
+        Err(e) => {
+            info.description = e.code.to_string();
+            return (e.into_response(), info);
+        }
+    };
+    match view.authorize(&claims.oid, &vault, op, key.map(|k| k.0)) {
         Ok(Ok(())) => {
-            if !matches!(state.service.vault(&vault), Ok(v) if v.rbac_authorization) {
+            if !matches!(view.vault(&vault), Ok(v) if v.rbac_authorization) {
                 info.access_policy_match = Some(true);
             }
         }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use cmkvault_vault::access::AccessView;
 use cmkvault_vault::audit::AuditEvent;
 use serde_json::json;
 
@@ -42,7 +43,19 @@ async fn token(State(imds): State<Arc<Imds>>, req: Request) -> Response {
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
     let request_uri = req.uri().to_string();
-    let (resp, principal) = issue(&imds, &req);
+    // The identities come from the access snapshot: from memory when loaded, otherwise loaded
+    // on the blocking pool, never read from the store on this async worker.
+    let (resp, principal) = match crate::api::access_view(&imds.state).await {
+        Ok(view) => issue(&imds, &view, &req),
+        Err(_) => (
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknown_error",
+                "The identities could not be read.",
+            ),
+            None,
+        ),
+    };
     if let Some(audit) = &imds.state.audit {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -77,7 +90,7 @@ async fn token(State(imds): State<Arc<Imds>>, req: Request) -> Response {
     resp
 }
 
-fn issue(imds: &Imds, req: &Request) -> (Response, Option<(String, String)>) {
+fn issue(imds: &Imds, view: &AccessView, req: &Request) -> (Response, Option<(String, String)>) {
     let metadata = req
         .headers()
         .get("metadata")
@@ -122,7 +135,7 @@ fn issue(imds: &Imds, req: &Request) -> (Response, Option<(String, String)>) {
     let svc = &imds.state.service;
     let mut chosen = None;
     for name in &imds.identities {
-        let Ok(p) = svc.get_principal(name) else {
+        let Some(p) = view.find_principal(name) else {
             continue;
         };
         let matches = match selector {

@@ -13,6 +13,7 @@ mod imds;
 pub mod maintenance;
 mod management;
 mod oauth;
+mod throttle;
 pub mod tls;
 pub mod wire;
 
@@ -76,6 +77,8 @@ pub struct AppState {
     pub audit: Option<Arc<AuditLog>>,
     /// Denied-access counters and alerts.
     pub alerts: Arc<DenialAlerts>,
+    /// Failed token requests per client id and source address (brute-force protection).
+    pub(crate) login_throttle: throttle::LoginThrottle,
 }
 
 /// How to run the server.
@@ -254,6 +257,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         public_url: opts.public_url.clone(),
         audit: audit.clone(),
         alerts: alerts.clone(),
+        login_throttle: Default::default(),
     });
     let imds_state = state.clone();
     let app = axum::Router::new().fallback(api::handle).with_state(state);

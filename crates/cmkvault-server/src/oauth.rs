@@ -9,15 +9,18 @@
 //! ```
 //! Errors are OAuth-shaped: `{"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::{header, Method, StatusCode};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use base64::Engine;
+use cmkvault_vault::access::ClientCheck;
 use serde_json::{json, Value};
 
+use crate::throttle::client_key;
 use crate::AppState;
 
 /// Lifetime of issued access tokens.
@@ -95,7 +98,8 @@ pub(crate) struct OauthOutcome {
     pub operation: &'static str,
     /// Principal that obtained a token.
     pub oid: Option<String>,
-    /// Its client id.
+    /// Its client id. On a failed token request: the client id as stored when it names a
+    /// principal, otherwise [`unknown_client_form`] of what was sent, never the value itself.
     pub appid: Option<String>,
     /// Short reason on failure.
     pub reason: String,
@@ -111,6 +115,30 @@ impl OauthOutcome {
             reason: reason.to_string(),
         }
     }
+}
+
+/// How a client id that names no principal is logged and recorded (audit `appid`):
+/// `unknown:sha256:<16 hex digits>`, the first 64 bits of SHA-256 over the client id exactly as
+/// sent. Never the value itself: it may be a secret pasted into the wrong field, or carry line
+/// breaks and terminal escapes. An operator holding a candidate value can compute its form to
+/// find the records; the value cannot be read back from them.
+pub(crate) fn unknown_client_form(client_id: &str) -> String {
+    let digest = cmkvault_crypto::sha256(client_id.as_bytes());
+    format!("unknown:sha256:{}", hex::encode(&digest[..8]))
+}
+
+/// The audit `appid` of a client id that was not proven: the stored client id when it names a
+/// principal (looked up in the access snapshot, no secret check), otherwise its
+/// [`unknown_client_form`].
+async fn claimed_appid(state: &AppState, client_id: &str) -> String {
+    match crate::api::access_view(state).await {
+        Ok(view) => view
+            .find_principal(client_id)
+            .filter(|p| p.client_id.eq_ignore_ascii_case(client_id))
+            .map(|p| p.client_id),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| unknown_client_form(client_id))
 }
 
 /// Serves the discovery document, the JWKS and the token endpoint.
@@ -190,6 +218,10 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, host: &str) -> Oa
 }
 
 async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
+    let source: Option<IpAddr> = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let basic = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -281,27 +313,57 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
             "missing credentials",
         );
     };
+    // Brute-force protection, before the secret is checked: a locked client id or address
+    // costs no PBKDF2 work, and even the right secret is refused until the lock ends.
+    let throttle_key = client_key(&client_id);
+    let now = state.service.clock().now();
+    if let Err(retry_after) = state.login_throttle.check(&throttle_key, source, now) {
+        let appid = claimed_appid(&state, &client_id).await;
+        tracing::warn!(client = ?appid, source = ?source, retry_after, "token request refused: too many failed attempts");
+        let mut response = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "invalid_client",
+            50053,
+            &format!("The client is locked because of too many failed sign-in attempts with a wrong client secret or an unknown client id. Try again in {retry_after} seconds."),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        return OauthOutcome {
+            response,
+            operation: "TokenIssue",
+            oid: None,
+            appid: Some(appid),
+            reason: "too many failed attempts".into(),
+        };
+    }
     let svc = state.service.clone();
     let cid = client_id.clone();
     let checked =
-        tokio::task::spawn_blocking(move || svc.check_client_credentials(&cid, &secret)).await;
+        tokio::task::spawn_blocking(move || svc.verify_client_credentials(&cid, &secret)).await;
+    let failed = |appid: String| {
+        state.login_throttle.failed(throttle_key, source, now);
+        tracing::warn!(client = ?appid, source = ?source, "token request with an unknown client or a wrong secret");
+        let mut o = OauthOutcome::plain(
+            oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided, or the client does not exist. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+            ),
+            "TokenIssue",
+            "invalid client credentials",
+        );
+        o.appid = Some(appid);
+        o
+    };
     let principal = match checked {
-        Ok(Ok(Some(p))) => p,
-        Ok(Ok(None)) => {
-            tracing::warn!(client_id = %client_id, "token request with an unknown client or a wrong secret");
-            let mut o = OauthOutcome::plain(
-                oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    7000215,
-                    "Invalid client secret provided, or the client does not exist. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
-                ),
-                "TokenIssue",
-                "invalid client credentials",
-            );
-            o.appid = Some(client_id);
-            return o;
+        Ok(Ok(ClientCheck::Valid(p))) => {
+            state.login_throttle.succeeded(&throttle_key);
+            p
         }
+        Ok(Ok(ClientCheck::WrongSecret { client_id })) => return failed(client_id),
+        Ok(Ok(ClientCheck::UnknownClient)) => return failed(unknown_client_form(&client_id)),
         _ => {
             return OauthOutcome::plain(
                 oauth_error(
@@ -315,7 +377,6 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
             )
         }
     };
-    let now = state.service.clock().now();
     let token = match state.tokens.issue(
         &principal.object_id,
         &principal.client_id,

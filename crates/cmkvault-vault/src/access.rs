@@ -57,94 +57,134 @@ pub(crate) struct AccessSnapshot {
     policies: HashMap<(String, String), Vec<String>>,
 }
 
-/// Holds the current snapshot; `None` means "reload on next use".
+#[derive(Default)]
+struct CacheInner {
+    /// Bumped by every invalidation: a reload publishes its snapshot only if the generation it
+    /// started at is still current, so a reload that read the store before a change cannot
+    /// re-publish what the change's invalidation dropped.
+    generation: u64,
+    /// `None` means "reload on next use".
+    current: Option<Arc<AccessSnapshot>>,
+}
+
+/// Holds the current snapshot.
 #[derive(Default)]
 pub(crate) struct AccessCache {
-    current: RwLock<Option<Arc<AccessSnapshot>>>,
+    inner: RwLock<CacheInner>,
+    /// Runs once, in the next reload, between its store reads and its publication (tests
+    /// interleave a change there).
+    #[cfg(test)]
+    after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl AccessCache {
     /// Drops the snapshot; call after every change to access data or vault settings.
     pub fn invalidate(&self) {
-        if let Ok(mut c) = self.current.write() {
-            *c = None;
+        // A poisoned lock still holds valid data (plain assignments); never skip an
+        // invalidation because of one.
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.current = None;
+    }
+
+    /// The loaded snapshot, if any.
+    fn loaded(&self) -> Option<Arc<AccessSnapshot>> {
+        self.inner.read().ok().and_then(|i| i.current.clone())
+    }
+
+    /// The current generation; pass it back to [`Self::publish`].
+    fn generation(&self) -> u64 {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation
+    }
+
+    /// Publishes a snapshot read at `generation`; ignored if anything changed since.
+    fn publish(&self, generation: u64, snap: &Arc<AccessSnapshot>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.generation == generation {
+            inner.current = Some(snap.clone());
         }
     }
 }
 
-fn json_list(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
+/// A stored JSON list of actions or permissions; `None` when the text is not one (a corrupt
+/// row), so that the caller can fail closed.
+fn json_list(text: &str) -> Option<Vec<String>> {
+    serde_json::from_str(text).ok()
 }
 
-impl VaultService {
-    pub(crate) fn access_snapshot(&self) -> VaultResult<Arc<AccessSnapshot>> {
-        if let Some(s) = self.access.current.read().ok().and_then(|c| c.clone()) {
-            return Ok(s);
-        }
-        let store = &self.store;
-        let vaults = store
-            .vault_list()?
-            .into_iter()
-            .map(|v| (v.name.clone(), VaultSettings::from(v)))
-            .collect();
-        let principals = store
-            .principal_list()?
-            .iter()
-            .map(|p| (p.object_id.clone(), Principal::from(p)))
-            .collect();
-        let mut roles = builtin_roles();
-        roles.extend(
-            store
-                .role_definition_list()?
-                .into_iter()
-                .map(|r| RoleDefinition {
-                    id: r.id,
-                    name: r.name,
-                    data_actions: json_list(&r.data_actions),
-                    not_data_actions: json_list(&r.not_data_actions),
-                    built_in: false,
-                }),
+/// A custom role as stored. A role whose `data_actions` or `not_data_actions` cannot be parsed
+/// grants nothing (an unreadable exclusion list must not widen it) and is logged as an error.
+fn custom_role(r: RoleDefinitionRecord) -> RoleDefinition {
+    let (data_actions, not_data_actions) =
+        match (json_list(&r.data_actions), json_list(&r.not_data_actions)) {
+            (Some(a), Some(n)) => (a, n),
+            _ => {
+                tracing::error!(
+                    role = ?r.id,
+                    name = ?r.name,
+                    "custom role has unreadable dataActions or notDataActions: it grants nothing"
+                );
+                (Vec::new(), Vec::new())
+            }
+        };
+    RoleDefinition {
+        id: r.id,
+        name: r.name,
+        data_actions,
+        not_data_actions,
+        built_in: false,
+    }
+}
+
+/// An access policy's permissions as stored; an unreadable list grants nothing (logged).
+fn policy_permissions(p: &AccessPolicyRecord) -> Vec<String> {
+    json_list(&p.key_permissions).unwrap_or_else(|| {
+        tracing::error!(
+            vault = ?p.vault,
+            principal = ?p.principal_id,
+            "access policy has an unreadable permission list: it grants nothing"
         );
-        let mut assignments: HashMap<(String, String), Vec<EffectiveAssignment>> = HashMap::new();
-        for a in store.assignment_list(None, None)? {
-            if let Some(role) = roles.iter().find(|r| r.id == a.role_id) {
-                assignments
-                    .entry((a.vault.clone(), a.principal_id.clone()))
-                    .or_default()
-                    .push(EffectiveAssignment {
-                        scope: a.scope.clone(),
-                        role: role.clone(),
-                    });
-            }
-        }
-        let mut policies = HashMap::new();
-        for v in store.vault_list()? {
-            for p in store.access_policy_list(&v.name)? {
-                policies.insert((p.vault, p.principal_id), json_list(&p.key_permissions));
-            }
-        }
-        let snap = Arc::new(AccessSnapshot {
-            vaults,
-            principals,
-            roles,
-            assignments,
-            policies,
-        });
-        if let Ok(mut c) = self.access.current.write() {
-            *c = Some(snap.clone());
-        }
-        Ok(snap)
+        Vec::new()
+    })
+}
+
+/// A loaded access snapshot: answers access questions from memory, never touching the store,
+/// so async code can use it on its own threads (see [`VaultService::access_view_if_loaded`]).
+#[derive(Clone)]
+pub struct AccessView(Arc<AccessSnapshot>);
+
+impl AccessView {
+    /// Whether a token's principal exists (the bootstrap administrator always does).
+    pub fn principal_exists(&self, object_id: &str) -> bool {
+        object_id == BOOTSTRAP_ADMIN_OID || self.0.principals.contains_key(object_id)
     }
 
-    /// Whether a token's principal still exists (the bootstrap administrator always does).
-    pub fn principal_exists(&self, object_id: &str) -> VaultResult<bool> {
-        Ok(object_id == BOOTSTRAP_ADMIN_OID
-            || self.access_snapshot()?.principals.contains_key(object_id))
+    /// A vault's settings.
+    pub fn vault(&self, name: &str) -> VaultResult<VaultSettings> {
+        self.0
+            .vaults
+            .get(&name.to_lowercase())
+            .cloned()
+            .ok_or_else(|| VaultError::VaultNotFound(name.to_string()))
     }
 
-    /// Decides whether `principal` may run `op` in `vault` (on `key`). The bootstrap
-    /// administrator may do everything; everyone else is denied unless a role assignment
-    /// (RBAC vaults) or access policy (access-policy vaults) allows it.
+    /// A principal by object id, client id (both case-insensitive) or display name.
+    pub fn find_principal(&self, id_or_name: &str) -> Option<Principal> {
+        let lower = id_or_name.to_lowercase();
+        self.0.principals.get(&lower).cloned().or_else(|| {
+            self.0
+                .principals
+                .values()
+                .find(|p| p.client_id == lower || p.display_name == id_or_name)
+                .cloned()
+        })
+    }
+
+    /// Decides whether `principal` may run `op` in `vault` (on `key`); see
+    /// [`VaultService::authorize`].
     pub fn authorize(
         &self,
         principal: &str,
@@ -155,7 +195,7 @@ impl VaultService {
         if principal == BOOTSTRAP_ADMIN_OID {
             return Ok(Ok(()));
         }
-        let snap = self.access_snapshot()?;
+        let snap = &self.0;
         let settings = snap
             .vaults
             .get(&vault.to_lowercase())
@@ -176,6 +216,123 @@ impl VaultService {
                 op,
             )
         })
+    }
+}
+
+/// What a client-credentials check found. The caller answers all failures alike; the
+/// difference is only for its audit record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCheck {
+    /// The secret is right.
+    Valid(Principal),
+    /// A principal has this client id, but the secret is wrong.
+    WrongSecret {
+        /// The client id as stored.
+        client_id: String,
+    },
+    /// No principal has this client id.
+    UnknownClient,
+}
+
+impl VaultService {
+    pub(crate) fn access_snapshot(&self) -> VaultResult<Arc<AccessSnapshot>> {
+        if let Some(s) = self.access.loaded() {
+            return Ok(s);
+        }
+        let generation = self.access.generation();
+        let store = &self.store;
+        let vault_list = store.vault_list()?;
+        let principals = store
+            .principal_list()?
+            .iter()
+            .map(|p| (p.object_id.clone(), Principal::from(p)))
+            .collect();
+        let mut roles = builtin_roles();
+        roles.extend(store.role_definition_list()?.into_iter().map(custom_role));
+        let mut assignments: HashMap<(String, String), Vec<EffectiveAssignment>> = HashMap::new();
+        for a in store.assignment_list(None, None)? {
+            if let Some(role) = roles.iter().find(|r| r.id == a.role_id) {
+                assignments
+                    .entry((a.vault.clone(), a.principal_id.clone()))
+                    .or_default()
+                    .push(EffectiveAssignment {
+                        scope: a.scope.clone(),
+                        role: role.clone(),
+                    });
+            }
+        }
+        let mut policies = HashMap::new();
+        for v in &vault_list {
+            for p in store.access_policy_list(&v.name)? {
+                let permissions = policy_permissions(&p);
+                policies.insert((p.vault, p.principal_id), permissions);
+            }
+        }
+        let vaults = vault_list
+            .into_iter()
+            .map(|v| (v.name.clone(), VaultSettings::from(v)))
+            .collect();
+        let snap = Arc::new(AccessSnapshot {
+            vaults,
+            principals,
+            roles,
+            assignments,
+            policies,
+        });
+        #[cfg(test)]
+        {
+            let hook = self
+                .access
+                .after_read
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        // Not published if a change invalidated the snapshot meanwhile: the next request
+        // reloads. This request still uses what it read (it started before the change).
+        self.access.publish(generation, &snap);
+        tracing::debug!(generation, "access snapshot loaded from the store");
+        Ok(snap)
+    }
+
+    /// The access snapshot if it is loaded, without touching the store (no blocking): the
+    /// fast path for async callers, which load it with [`Self::access_view`] on a blocking
+    /// thread otherwise.
+    pub fn access_view_if_loaded(&self) -> Option<AccessView> {
+        self.access.loaded().map(AccessView)
+    }
+
+    /// The access snapshot, loading it from the store if needed (blocking: call from a
+    /// blocking thread in async code).
+    pub fn access_view(&self) -> VaultResult<AccessView> {
+        self.access_snapshot().map(AccessView)
+    }
+
+    /// Whether a token's principal still exists (the bootstrap administrator always does).
+    pub fn principal_exists(&self, object_id: &str) -> VaultResult<bool> {
+        if object_id == BOOTSTRAP_ADMIN_OID {
+            return Ok(true);
+        }
+        Ok(self.access_view()?.principal_exists(object_id))
+    }
+
+    /// Decides whether `principal` may run `op` in `vault` (on `key`). The bootstrap
+    /// administrator may do everything; everyone else is denied unless a role assignment
+    /// (RBAC vaults) or access policy (access-policy vaults) allows it.
+    pub fn authorize(
+        &self,
+        principal: &str,
+        vault: &str,
+        op: Operation,
+        key: Option<&str>,
+    ) -> VaultResult<Result<(), Denial>> {
+        if principal == BOOTSTRAP_ADMIN_OID {
+            return Ok(Ok(()));
+        }
+        self.access_view()?.authorize(principal, vault, op, key)
     }
 
     /// Whether `principal` holds Key Vault Data Access Administrator (or Administrator) on the
@@ -272,23 +429,48 @@ impl VaultService {
         Ok((Principal::from(&p), secret))
     }
 
-    /// Checks client credentials; `None` for an unknown client or a wrong secret (the caller
-    /// cannot tell which from the timing of the hash check: unknown clients are hashed too).
+    /// Checks client credentials; `None` for an unknown client or a wrong secret. See
+    /// [`Self::verify_client_credentials`].
     pub fn check_client_credentials(
         &self,
         client_id: &str,
         secret: &str,
     ) -> VaultResult<Option<Principal>> {
-        match self.store.principal_find(client_id)? {
-            Some(p) if p.client_id.eq_ignore_ascii_case(client_id) => {
-                Ok(cmkvault_crypto::verify_secret(secret, &p.secret_hash)
-                    .then(|| Principal::from(&p)))
+        Ok(match self.verify_client_credentials(client_id, secret)? {
+            ClientCheck::Valid(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Checks client credentials. An unknown client costs the same work as a known one with a
+    /// wrong secret: its secret is verified, through the same PBKDF2 derivation and
+    /// constant-time comparison, against a well-formed dummy hash
+    /// ([`cmkvault_crypto::dummy_secret_hash`]), so timing does not tell which client ids exist.
+    pub fn verify_client_credentials(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> VaultResult<ClientCheck> {
+        let found = self
+            .store
+            .principal_find(client_id)?
+            .filter(|p| p.client_id.eq_ignore_ascii_case(client_id));
+        let dummy;
+        let stored: &[u8] = match &found {
+            Some(p) => &p.secret_hash,
+            None => {
+                dummy = cmkvault_crypto::dummy_secret_hash();
+                &dummy
             }
-            _ => {
-                let _ = cmkvault_crypto::verify_secret(secret, &[0u8; 49]);
-                Ok(None)
-            }
-        }
+        };
+        let matches = cmkvault_crypto::verify_secret(secret, stored);
+        Ok(match found {
+            Some(p) if matches => ClientCheck::Valid(Principal::from(&p)),
+            Some(p) => ClientCheck::WrongSecret {
+                client_id: p.client_id,
+            },
+            None => ClientCheck::UnknownClient,
+        })
     }
 
     // ------------------------------------------------------------ roles
@@ -515,5 +697,87 @@ impl VaultService {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use cmkvault_crypto::RootKey;
+    use cmkvault_store::SqliteStore;
+
+    use crate::authz::{Operation, ROLE_CRYPTO_USER};
+    use crate::{Clock, VaultService};
+
+    fn service() -> Arc<VaultService> {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let svc =
+            VaultService::open(store, RootKey::generate().unwrap(), Clock::default()).unwrap();
+        svc.ensure_vault("default", 7).unwrap();
+        svc.set_rbac_authorization("default", true).unwrap();
+        Arc::new(svc)
+    }
+
+    /// Runs `change` while a reload started by `authorize` has read the store but not yet
+    /// published its snapshot; returns what that raced `authorize` answered.
+    fn race(svc: &Arc<VaultService>, oid: &str, change: impl FnOnce()) -> bool {
+        svc.access.invalidate();
+        let read_done = Arc::new(Barrier::new(2));
+        let change_done = Arc::new(Barrier::new(2));
+        let (r, c) = (read_done.clone(), change_done.clone());
+        *svc.access.after_read.lock().unwrap() = Some(Box::new(move || {
+            r.wait();
+            c.wait();
+        }));
+        let (s, o) = (svc.clone(), oid.to_string());
+        let reader = std::thread::spawn(move || {
+            s.authorize(&o, "default", Operation::KeyUnwrap, Some("k"))
+                .unwrap()
+                .is_ok()
+        });
+        read_done.wait();
+        change();
+        change_done.wait();
+        reader.join().unwrap()
+    }
+
+    #[test]
+    fn a_reload_that_raced_a_removed_assignment_does_not_bring_it_back() {
+        let svc = service();
+        let (p, _) = svc.create_principal("app").unwrap();
+        let a = svc
+            .assign_role("default", "app", ROLE_CRYPTO_USER, None)
+            .unwrap();
+        let raced = race(&svc, &p.object_id, || svc.remove_assignment(&a.id).unwrap());
+        assert!(raced, "the raced reload read the store before the removal");
+        assert!(
+            svc.authorize(&p.object_id, "default", Operation::KeyUnwrap, Some("k"))
+                .unwrap()
+                .is_err(),
+            "the removed assignment still grants access"
+        );
+    }
+
+    #[test]
+    fn a_reload_that_raced_a_deleted_principal_does_not_bring_it_back() {
+        let svc = service();
+        let (p, _) = svc.create_principal("gone").unwrap();
+        svc.assign_role("default", "gone", ROLE_CRYPTO_USER, None)
+            .unwrap();
+        let raced = race(&svc, &p.object_id, || {
+            svc.delete_principal("gone").unwrap();
+        });
+        assert!(raced);
+        assert!(!svc.principal_exists(&p.object_id).unwrap());
+        assert!(svc
+            .authorize(&p.object_id, "default", Operation::KeyUnwrap, Some("k"))
+            .unwrap()
+            .is_err());
+        // Loaded now: the fast path answers from memory, the same.
+        let view = svc
+            .access_view_if_loaded()
+            .expect("loaded by the checks above");
+        assert!(!view.principal_exists(&p.object_id));
     }
 }

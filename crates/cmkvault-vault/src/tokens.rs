@@ -52,6 +52,9 @@ pub enum TokenError {
     /// Wrong audience or tenant.
     #[error("the token was issued for another audience or tenant")]
     WrongAudience,
+    /// Issued by another authority (`iss` is not this authority's issuer).
+    #[error("the token was issued by another authority")]
+    WrongIssuer,
     /// Signing failed.
     #[error("the token could not be signed")]
     Signing,
@@ -135,7 +138,12 @@ impl TokenAuthority {
         Ok(format!("{signing_input}.{}", B64.encode(sig)))
     }
 
-    /// Verifies signature, algorithm, audience, tenant, `exp` and `nbf`.
+    /// The issuer (`iss`) of this authority's tokens; [`Self::verify`] refuses any other.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Verifies signature, algorithm, issuer, audience, tenant, `exp` and `nbf`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let cached = self
             .verified
@@ -161,7 +169,7 @@ impl TokenAuthority {
         Ok(claims)
     }
 
-    /// Signature, algorithm, audience and tenant (no time checks).
+    /// Signature, algorithm, issuer, audience and tenant (no time checks).
     fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
@@ -188,6 +196,9 @@ impl TokenAuthority {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(TokenError::Malformed)?;
+        if claims.iss != self.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
         if claims.aud.trim_end_matches('/') != VAULT_AUDIENCE || claims.tid != self.tenant_id {
             return Err(TokenError::WrongAudience);
         }
@@ -225,6 +236,18 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         assert_eq!(a.verify("abc", 1), Err(TokenError::Malformed));
+        // signed by the right key, but naming another issuer
+        let mut claims = c.clone();
+        claims.iss = "https://login.microsoftonline.com/t1/v2.0".into();
+        let header = B64.encode(br#"{"alg":"ES256","typ":"JWT"}"#);
+        let input = format!(
+            "{header}.{}",
+            B64.encode(serde_json::to_vec(&claims).unwrap())
+        );
+        let sig = a.key.sign(input.as_bytes()).unwrap();
+        let other_iss = format!("{input}.{}", B64.encode(sig));
+        assert_eq!(a.verify(&other_iss, 1001), Err(TokenError::WrongIssuer));
+        assert_eq!(a.issuer(), c.iss);
         assert_eq!(a.verify("a.b.c.d", 1), Err(TokenError::Malformed));
     }
 }
