@@ -138,8 +138,7 @@ impl DenialAlerts {
         if st.recent.len() >= MAX_PRINCIPALS && !st.recent.contains_key(cut(&d.principal)) {
             st.recent
                 .retain(|_, r| r.back().is_some_and(|t| now.duration_since(*t) <= window));
-            st.last_fired
-                .retain(|_, t| now.duration_since(*t) < window);
+            st.last_fired.retain(|_, t| now.duration_since(*t) < window);
         }
         let threshold = self.opts.threshold as usize;
         let recent = st.recent.entry(cut(&d.principal).to_string()).or_default();

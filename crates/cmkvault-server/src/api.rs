@@ -10,8 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cmkvault_vault::audit::AuditEvent;
 use cmkvault_vault::authz::{Denial, Operation};
-use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey};
 use cmkvault_vault::model::validate_key_name;
+use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey};
 use cmkvault_vault::tokens::{Claims, BOOTSTRAP_ADMIN_OID};
 use cmkvault_vault::VaultResult;
 use serde_json::{json, Value};
@@ -446,7 +446,13 @@ async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
     if let Some(id) = client_request_id {
         headers.insert("x-ms-client-request-id", id);
     }
-    tracing::debug!(?method, ?path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(
+        ?method,
+        ?path,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
     resp
 }
 

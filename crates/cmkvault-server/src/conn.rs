@@ -116,8 +116,7 @@ impl ConnStats {
             return;
         };
         let now = Instant::now();
-        if w
-            .start
+        if w.start
             .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
         {
             if w.suppressed > 0 {
@@ -219,8 +218,11 @@ impl HttpBody for TimedBody {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         if deadline.as_mut().poll(cx).is_ready() {
             this.expired = true;
-            this.stats
-                .reject(Rejection::BodyTimeout, Some(this.peer), "request body too slow");
+            this.stats.reject(
+                Rejection::BodyTimeout,
+                Some(this.peer),
+                "request body too slow",
+            );
             return Poll::Ready(Some(Err(Box::new(BodyTimeout(timeout)))));
         }
         Poll::Pending
@@ -249,7 +251,10 @@ impl Activity {
     }
 
     fn last(&self) -> Instant {
-        self.last.lock().map(|l| *l).unwrap_or_else(|_| Instant::now())
+        self.last
+            .lock()
+            .map(|l| *l)
+            .unwrap_or_else(|_| Instant::now())
     }
 }
 
@@ -369,11 +374,8 @@ async fn connection(
     mut stop: watch::Receiver<Option<Option<Duration>>>,
 ) {
     let stats = shared.stats.clone();
-    let tls = match tokio::time::timeout(
-        shared.limits.tls_handshake_timeout,
-        acceptor.accept(tcp),
-    )
-    .await
+    let tls = match tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(tcp))
+        .await
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -404,9 +406,11 @@ async fn connection(
                 activity.in_flight.fetch_add(1, Ordering::AcqRel);
                 let _running = InFlight(activity);
                 let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
-                    shared
-                        .stats
-                        .reject(Rejection::Shed, Some(peer), "in-flight request cap reached");
+                    shared.stats.reject(
+                        Rejection::Shed,
+                        Some(peer),
+                        "in-flight request cap reached",
+                    );
                     return Ok::<_, std::convert::Infallible>(overloaded());
                 };
                 let (parts, body) = req.into_parts();
@@ -436,9 +440,15 @@ async fn connection(
             .max_concurrent_streams(128)
             .keep_alive_interval(None);
         let conn = b.serve_connection(io, service);
-        drive(conn, &activity, limits.idle_timeout, &stats, peer, &mut stop, |c| {
-            c.graceful_shutdown()
-        })
+        drive(
+            conn,
+            &activity,
+            limits.idle_timeout,
+            &stats,
+            peer,
+            &mut stop,
+            |c| c.graceful_shutdown(),
+        )
         .await;
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
@@ -448,9 +458,15 @@ async fn connection(
             .max_header_size(header_bytes)
             .keep_alive(true);
         let conn = b.serve_connection(io, service);
-        drive(conn, &activity, limits.idle_timeout, &stats, peer, &mut stop, |c| {
-            c.graceful_shutdown()
-        })
+        drive(
+            conn,
+            &activity,
+            limits.idle_timeout,
+            &stats,
+            peer,
+            &mut stop,
+            |c| c.graceful_shutdown(),
+        )
         .await;
     }
 }
