@@ -277,21 +277,40 @@ struct Shared {
     in_flight: Arc<Semaphore>,
 }
 
-/// The 503 for a request over the in-flight cap.
-fn overloaded() -> Response<Body> {
-    let body = serde_json::json!({"error": {
-        "code": "ServiceUnavailable",
-        "message": "The server is handling too many requests. Try again later.",
-    }});
+/// An Azure-shaped error answered by the connection layer.
+fn refusal(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
     let mut resp = Response::new(Body::from(body.to_string()));
-    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let h = resp.headers_mut();
-    h.insert(
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
+}
+
+/// The 503 for a request over the in-flight cap.
+fn overloaded() -> Response<Body> {
+    let mut resp = refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "The server is handling too many requests. Try again later.",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Size of a request head as HTTP/2 counts a header list (name + value + 32 per field),
+/// with the request target counted in full.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 32)
+        .sum::<usize>()
+        + target
 }
 
 /// Serves `app` on `listener` over TLS until `handle` asks it to stop.
@@ -315,14 +334,9 @@ pub(crate) async fn serve(
     let mut tasks = JoinSet::new();
     let grace = loop {
         tokio::select! {
-            changed = stop.changed() => {
-                match changed {
-                    Ok(()) => match *stop.borrow() {
-                        Some(grace) => break grace,
-                        None => continue,
-                    },
-                    Err(_) => break None,
-                }
+            // `wait_for` also sees a stop requested before this task first ran.
+            grace = async { stop.wait_for(Option::is_some).await.ok().and_then(|g| *g) } => {
+                break grace.flatten();
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => {
@@ -405,6 +419,18 @@ async fn connection(
             async move {
                 activity.in_flight.fetch_add(1, Ordering::AcqRel);
                 let _running = InFlight(activity);
+                // HTTP/1.1 heads over the cap never get here (hyper answers 431); HTTP/2
+                // header lists between the cap and twice the cap are refused here.
+                if head_size(&req) > shared.limits.max_header_bytes.max(8192) {
+                    shared
+                        .stats
+                        .reject(Rejection::Malformed, Some(peer), "request head too large");
+                    return Ok(refusal(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "RequestHeaderFieldsTooLarge",
+                        "The request line and headers are too large.",
+                    ));
+                }
                 let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
                     shared.stats.reject(
                         Rejection::Shed,
@@ -436,7 +462,9 @@ async fn connection(
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
+            // HTTP/2 refuses lists over twice the cap itself (a stream error, not counted);
+            // the service answers 431 from the cap on (counted).
+            .max_header_list_size(u32::try_from(header_bytes * 2).unwrap_or(u32::MAX))
             .max_concurrent_streams(128)
             .keep_alive_interval(None);
         let conn = b.serve_connection(io, service);
@@ -490,11 +518,9 @@ async fn drive<C>(
         let idle_at = activity.last() + idle;
         tokio::select! {
             r = conn.as_mut() => break r,
-            changed = stop.changed(), if !closing => {
-                if changed.is_err() || stop.borrow().is_some() {
-                    closing = true;
-                    graceful(conn.as_mut());
-                }
+            _ = async { stop.wait_for(Option::is_some).await.is_ok() }, if !closing => {
+                closing = true;
+                graceful(conn.as_mut());
             }
             _ = tokio::time::sleep_until(idle_at), if !closing => {
                 if activity.in_flight.load(Ordering::Acquire) == 0
