@@ -652,4 +652,3 @@ async fn the_break_glass_admin_is_not_recorded_as_an_access_policy_match() {
     let _ = Method::GET;
     ts.srv.shutdown().await;
 }
-
