@@ -241,6 +241,62 @@ impl HttpBody for TimedBody {
 struct Activity {
     in_flight: AtomicUsize,
     last: Mutex<Instant>,
+    /// Bytes read from the client so far.
+    read: AtomicU64,
+    /// `read` when the last request finished: more since then means a request has begun.
+    read_at_last_end: AtomicU64,
+}
+
+/// The TLS stream, counting the bytes the client sends (to tell a slow request head from a
+/// kept-alive connection that simply sent nothing more).
+struct Counted<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before) as u64;
+        this.activity.read.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 impl Activity {
@@ -264,6 +320,8 @@ struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
+        let read = self.0.read.load(Ordering::Relaxed);
+        self.0.read_at_last_end.store(read, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -409,6 +467,8 @@ async fn connection(
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
         last: Mutex::new(Instant::now()),
+        read: AtomicU64::new(0),
+        read_at_last_end: AtomicU64::new(0),
     });
     let service = {
         let activity = activity.clone();
@@ -456,7 +516,10 @@ async fn connection(
             }
         })
     };
-    let io = TokioIo::new(tls);
+    let io = TokioIo::new(Counted {
+        inner: tls,
+        activity: activity.clone(),
+    });
     let limits = &shared.limits;
     let header_bytes = limits.max_header_bytes.max(8192);
     if h2 {
@@ -534,7 +597,12 @@ async fn drive<C>(
         }
     };
     if let Err(e) = result {
-        if e.is_timeout() {
+        let began = activity.read.load(Ordering::Relaxed)
+            > activity.read_at_last_end.load(Ordering::Relaxed);
+        if e.is_timeout() && !began {
+            // A kept-alive connection that sent no further request: an ordinary close.
+            stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+        } else if e.is_timeout() {
             stats.reject(
                 Rejection::HeaderTimeout,
                 Some(peer),
