@@ -14,6 +14,12 @@ use tokio::sync::mpsc;
 
 /// Most distinct (principal, vault, key) counters kept.
 const MAX_COUNTERS: usize = 10_000;
+/// Most bytes of names held by the counters (principal, vault and key text together).
+const MAX_COUNTER_BYTES: usize = 1024 * 1024;
+/// Longest principal, vault or key text kept in a counter; longer text is cut.
+const MAX_FIELD: usize = 128;
+/// Principals tracked for the threshold at most; beyond it, those quiet for a window go.
+const MAX_PRINCIPALS: usize = 10_000;
 /// The key name under which denials beyond [`MAX_COUNTERS`] are counted.
 const OTHER_KEYS: &str = "(other keys)";
 
@@ -65,6 +71,8 @@ pub struct Denial {
 #[derive(Default)]
 struct State {
     counters: HashMap<(String, String, String), u64>,
+    /// Bytes of text held by `counters`' keys.
+    counter_bytes: usize,
     recent: HashMap<String, VecDeque<Instant>>,
     last_fired: HashMap<String, Instant>,
 }
@@ -94,31 +102,52 @@ impl DenialAlerts {
     /// Counts a denial, logs it, and fires the webhook when the threshold is exceeded.
     pub fn record(&self, d: Denial) {
         tracing::warn!(
-            principal = %d.principal, appid = %d.appid, vault = %d.vault,
-            key = d.key.as_deref().unwrap_or("-"), action = %d.action,
+            principal = ?d.principal, appid = ?d.appid, vault = ?d.vault,
+            key = ?d.key.as_deref().unwrap_or("-"), action = ?d.action,
             "access denied"
         );
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        // Key names come from the caller: past MAX_COUNTERS distinct entries, new ones are
-        // counted under "(other keys)" so a denied caller cannot grow this map without bound.
+        // Key names come from the caller: past MAX_COUNTERS distinct entries or
+        // MAX_COUNTER_BYTES of text, new ones (and over-long ones) are counted under
+        // "(other keys)", so a denied caller cannot grow this map without bound.
+        let key = d.key.as_deref().unwrap_or_default();
         let mut slot = (
-            d.principal.clone(),
-            d.vault.clone(),
-            d.key.clone().unwrap_or_default(),
+            cut(&d.principal).to_string(),
+            cut(&d.vault).to_string(),
+            if key.len() > MAX_FIELD {
+                OTHER_KEYS.to_string()
+            } else {
+                key.to_string()
+            },
         );
-        if st.counters.len() >= MAX_COUNTERS && !st.counters.contains_key(&slot) {
+        let size = |s: &(String, String, String)| s.0.len() + s.1.len() + s.2.len();
+        if !st.counters.contains_key(&slot)
+            && (st.counters.len() >= MAX_COUNTERS
+                || st.counter_bytes + size(&slot) > MAX_COUNTER_BYTES)
+        {
             slot.2 = OTHER_KEYS.to_string();
+        }
+        if !st.counters.contains_key(&slot) {
+            st.counter_bytes += size(&slot);
         }
         *st.counters.entry(slot).or_default() += 1;
         let now = Instant::now();
         let window = self.opts.window;
-        let recent = st.recent.entry(d.principal.clone()).or_default();
+        if st.recent.len() >= MAX_PRINCIPALS && !st.recent.contains_key(cut(&d.principal)) {
+            st.recent
+                .retain(|_, r| r.back().is_some_and(|t| now.duration_since(*t) <= window));
+            st.last_fired.retain(|_, t| now.duration_since(*t) < window);
+        }
+        let threshold = self.opts.threshold as usize;
+        let recent = st.recent.entry(cut(&d.principal).to_string()).or_default();
         recent.push_back(now);
-        while recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
+        // Only "more than the threshold" matters: older entries beyond that are dropped.
+        while recent.len() > threshold.saturating_add(1)
+            || recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
         {
             recent.pop_front();
         }
@@ -129,20 +158,28 @@ impl DenialAlerts {
         // One alert per principal per window.
         if st
             .last_fired
-            .get(&d.principal)
+            .get(cut(&d.principal))
             .is_some_and(|t| now.duration_since(*t) < window)
         {
             return;
         }
-        st.last_fired.insert(d.principal.clone(), now);
+        st.last_fired.insert(cut(&d.principal).to_string(), now);
         drop(st);
-        tracing::warn!(principal = %d.principal, count, window_secs = window.as_secs(), "denied-access threshold exceeded");
+        tracing::warn!(principal = ?d.principal, count, window_secs = window.as_secs(), "denied-access threshold exceeded");
         if let Some(tx) = &self.sender {
             let event = cloud_event(&d, count, window);
             if tx.try_send(event).is_err() {
                 tracing::warn!("alert queue full or closed: alert dropped");
             }
         }
+    }
+
+    /// How many counters are kept and how many bytes of names they hold (both bounded).
+    pub fn footprint(&self) -> (usize, usize) {
+        self.state
+            .lock()
+            .map(|st| (st.counters.len(), st.counter_bytes))
+            .unwrap_or_default()
     }
 
     /// Denial counts per (principal, vault, key), highest first.
@@ -158,6 +195,15 @@ impl DenialAlerts {
         v.sort_by(|a, b| b.3.cmp(&a.3).then(a.0.cmp(&b.0)));
         v
     }
+}
+
+/// `text` cut to at most [`MAX_FIELD`] bytes (at a character boundary).
+fn cut(text: &str) -> &str {
+    let mut end = text.len().min(MAX_FIELD);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn cloud_event(d: &Denial, count: usize, window: Duration) -> Value {
@@ -258,5 +304,29 @@ mod tests {
         let other = c.iter().find(|e| e.2 == OTHER_KEYS).unwrap();
         assert_eq!(other.3, 50);
         assert_eq!(c.iter().find(|e| e.2 == "k1").unwrap().3, 2);
+    }
+
+    #[test]
+    fn counters_are_bounded_in_bytes() {
+        let alerts = DenialAlerts::start(AlertOptions {
+            threshold: 3,
+            ..Default::default()
+        });
+        // Over-long names are never stored as such.
+        for i in 0..200 {
+            alerts.record(denial(&format!("{i}{}", "x".repeat(60_000))));
+        }
+        let (entries, bytes) = alerts.footprint();
+        assert_eq!(entries, 1, "{:?}", alerts.counters());
+        assert!(bytes < 1024, "{bytes}");
+        // Many distinct names of the longest kept size stay within the byte cap.
+        for i in 0..MAX_COUNTERS {
+            alerts.record(denial(&format!("{i:0>120}")));
+        }
+        let (entries, bytes) = alerts.footprint();
+        assert!(entries <= MAX_COUNTERS + 1);
+        assert!(bytes <= MAX_COUNTER_BYTES, "{bytes}");
+        let st = alerts.state.lock().unwrap();
+        assert!(st.recent["p"].len() <= 4, "the threshold window is bounded");
     }
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use cmkvault_vault::access::AccessView;
 use cmkvault_vault::audit::AuditEvent;
 use cmkvault_vault::authz::{Denial, Operation};
+use cmkvault_vault::model::validate_key_name;
 use cmkvault_vault::model::{CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey};
 use cmkvault_vault::tokens::{Claims, BOOTSTRAP_ADMIN_OID};
 use cmkvault_vault::VaultResult;
@@ -59,18 +60,120 @@ impl RequestContext {
     }
 }
 
-/// The host the client called (`:authority` on HTTP/2, `Host` on HTTP/1.1), lower-cased.
-pub(crate) fn request_host(req: &Request) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
+/// The host the client called (`:authority` on HTTP/2, `Host` on HTTP/1.1), validated and
+/// lower-cased: a DNS name (LDH labels) or an IP literal (IPv4, or IPv6 in brackets) and an
+/// optional numeric port, nothing else. Key ids, links and the 401 challenge are built only
+/// from this. `Err` is the 400 for a missing, malformed, repeated or contradictory host.
+pub(crate) fn request_host(req: &Request) -> Result<String, ApiError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header_host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ApiError::bad("The request has more than one Host header."));
+    }
+    let header_host = match header_host {
+        Some(h) => Some(
+            h.to_str()
+                .ok()
+                .and_then(parse_host)
+                .ok_or_else(|| ApiError::bad("The Host header is not a valid host name."))?,
+        ),
+        None => None,
+    };
+    let authority = match req.uri().authority() {
+        Some(a) => Some(
+            parse_host(a.as_str())
+                .ok_or_else(|| ApiError::bad("The request authority is not a valid host name."))?,
+        ),
+        None => None,
+    };
+    match (authority, header_host) {
+        (Some(a), Some(h)) if a != h => Err(ApiError::bad(
+            "The Host header and the request authority name different hosts.",
+        )),
+        (Some(a), _) => Ok(a),
+        (None, Some(h)) => Ok(h),
+        (None, None) => Err(ApiError::bad("The request has no Host header.")),
+    }
+}
+
+/// Parses `host[:port]` strictly (see [`request_host`]); returns it lower-cased.
+pub(crate) fn parse_host(raw: &str) -> Option<String> {
+    // 253 for the name, brackets, a colon and 5 port digits.
+    if raw.is_empty() || raw.len() > 262 {
+        return None;
+    }
+    let text = raw.to_ascii_lowercase();
+    let port = if let Some(rest) = text.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        ip.parse::<std::net::Ipv6Addr>().ok()?;
+        match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        }
+    } else {
+        let (name, port) = match text.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (text.as_str(), None),
+        };
+        if name.parse::<std::net::Ipv4Addr>().is_err() && !is_dns_name(name) {
+            return None;
+        }
+        port
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse::<u16>().ok()?;
+    }
+    Some(text)
+}
+
+/// A DNS name of letter-digit-hyphen labels (1-63 characters, no hyphen at either end), at
+/// most 253 characters, with an optional final dot.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
-        .map(|h| h.to_ascii_lowercase())
+}
+
+/// Most bytes of caller-supplied text kept in an audit record field.
+pub(crate) mod audit_limits {
+    /// Request URI (with query).
+    pub const URI: usize = 2048;
+    /// Key id.
+    pub const KEY_ID: usize = 512;
+    /// User agent, correlation id, client id, result description.
+    pub const TEXT: usize = 256;
+    /// Vault, operation, api-version, ids, address.
+    pub const SHORT: usize = 128;
+}
+
+/// `text` if it has at most `max` bytes; otherwise its start, followed by the length and a
+/// SHA-256 prefix of the whole text, so a record shows that (and what) was cut, within
+/// `max` bytes (`max` ≥ 128).
+pub(crate) fn bound(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let marker = format!(
+        "…[cut {} bytes, sha256 {}]",
+        text.len(),
+        hex::encode(&hash.as_ref()[..8])
+    );
+    let mut keep = max.saturating_sub(marker.len());
+    while keep > 0 && !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{marker}", &text[..keep])
 }
 
 /// Splits `host[:port]` (IPv6 in brackets) into host and port.
@@ -253,11 +356,12 @@ pub(crate) struct AuditInfo {
     pub access_policy_match: Option<bool>,
 }
 
+/// A header's text (cut to the audit bound), or `None` when absent or not visible ASCII.
 fn header_text(req: &Request, name: impl header::AsHeaderName) -> Option<String> {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect())
+        .map(|s| bound(s, audit_limits::TEXT))
 }
 
 /// Entry point for every request: run it, record it in the audit log (fail-closed), answer.
@@ -291,44 +395,51 @@ async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
     let client_info = header_text(&req, header::USER_AGENT);
-    let request_uri = format!(
-        "https://{}{}",
-        request_host(&req).unwrap_or_default(),
-        req.uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
+    let host = request_host(&req);
+    // Every caller-supplied field of the record is bounded (see `bound`).
+    let request_uri = bound(
+        &format!(
+            "https://{}{}",
+            host.as_deref().unwrap_or("(invalid host)"),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+        ),
+        audit_limits::URI,
     );
     // Tells the audit writer a record is coming, so its group commit can wait for it.
     let ticket = state.audit.as_ref().map(|a| a.begin());
-    let (mut resp, info) = dispatch(state.clone(), req).await;
+    let (mut resp, info) = dispatch(state.clone(), req, host).await;
     if let Some(audit) = &state.audit {
+        use audit_limits::{KEY_ID, SHORT, TEXT};
         let status = resp.status();
         let event = AuditEvent {
             time_ms,
-            vault: info.vault,
-            operation: info.operation,
-            api_version: info.api_version,
+            vault: bound(&info.vault, SHORT),
+            operation: bound(&info.operation, SHORT),
+            api_version: bound(&info.api_version, SHORT),
             status: status.as_u16(),
             result_signature: result_signature(status).to_string(),
-            result_description: info.description,
+            result_description: bound(&info.description, TEXT),
             duration_ms: started.elapsed().as_millis() as u64,
-            caller_ip,
-            oid: info.claims.as_ref().map(|c| c.oid.clone()),
+            caller_ip: bound(&caller_ip, SHORT),
+            oid: info.claims.as_ref().map(|c| bound(&c.oid, SHORT)),
             appid: info
                 .claims
                 .as_ref()
                 .map(|c| c.appid.clone())
-                .or(info.claimed_appid),
+                .or(info.claimed_appid)
+                .map(|a| bound(&a, TEXT)),
             request_uri,
-            key_id: info.key_id,
-            correlation_id,
+            key_id: info.key_id.map(|k| bound(&k, KEY_ID)),
+            correlation_id: bound(&correlation_id, TEXT),
             client_info,
             access_policy_match: info.access_policy_match,
         };
         if let Err(e) = audit.record_with(ticket, &event).await {
             // Fail closed: nothing is acknowledged without a durable audit record.
-            tracing::error!(%method, %path, "request refused: {e}");
+            tracing::error!(?method, ?path, "request refused: {e}");
             // A 503 already says the request was refused (and what was not done); keep it.
             if resp.status() != StatusCode::SERVICE_UNAVAILABLE {
                 resp = audit_unavailable(
@@ -349,7 +460,13 @@ async fn handle_request(state: Arc<AppState>, req: Request) -> Response {
     if let Some(id) = client_request_id {
         headers.insert("x-ms-client-request-id", id);
     }
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(
+        ?method,
+        ?path,
+        status = resp.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
     resp
 }
 
@@ -394,6 +511,7 @@ fn result_signature(status: StatusCode) -> &'static str {
         403 => "Forbidden",
         404 => "NotFound",
         405 => "MethodNotAllowed",
+        408 => "RequestTimeout",
         409 => "Conflict",
         413 => "RequestEntityTooLarge",
         429 => "TooManyRequests",
@@ -414,16 +532,21 @@ fn error_code(resp: &Response) -> String {
     }
 }
 
-async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
+async fn dispatch(
+    state: Arc<AppState>,
+    req: Request,
+    host: Result<String, ApiError>,
+) -> (Response, AuditInfo) {
     let mut info = AuditInfo {
         operation: "Unknown".into(),
         ..Default::default()
     };
-    let Some(host) = request_host(&req) else {
-        return (
-            ApiError::bad("The request has no Host header.").into_response(),
-            info,
-        );
+    let host = match host {
+        Ok(h) => h,
+        Err(e) => {
+            info.description = e.code.to_string();
+            return (e.into_response(), info);
+        }
     };
     let path = req.uri().path().to_string();
     if crate::oauth::is_oauth_path(&path) {
@@ -485,6 +608,19 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
     };
     let op = route.operation();
     info.operation = op.name().to_string();
+    // Names are checked before anything uses them (authorisation, denial counters, audit).
+    if let Some((name, _)) = route.key() {
+        if validate_key_name(name).is_err() {
+            info.description = "BadParameter".into();
+            return (
+                ApiError::bad(
+                    "The key name is invalid: use 1-127 characters of 0-9, a-z, A-Z and '-'.",
+                )
+                .into_response(),
+                info,
+            );
+        }
+    }
     let query = parse_query(req.uri().query());
     let api_version = query
         .iter()
@@ -538,7 +674,10 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> (Response, AuditInfo) {
     };
     match view.authorize(&claims.oid, &vault, op, key.map(|k| k.0)) {
         Ok(Ok(())) => {
-            if !matches!(view.vault(&vault), Ok(v) if v.rbac_authorization) {
+            // The break-glass administrator bypasses authorisation: no policy matched.
+            if claims.oid != BOOTSTRAP_ADMIN_OID
+                && !matches!(view.vault(&vault), Ok(v) if v.rbac_authorization)
+            {
                 info.access_policy_match = Some(true);
             }
         }
@@ -801,14 +940,37 @@ fn not_found(path: &str) -> ApiError {
 }
 
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            format!("The request body is larger than the {limit}-byte limit, or was cut off."),
+        )
+    };
+    // A body announced larger than the limit is refused before any of it is read.
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestBodyTooLarge",
-                format!("The request body is larger than the {limit}-byte limit, or was cut off."),
-            )
+        .map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<crate::conn::BodyTimeout>() {
+                    return ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "RequestTimeout",
+                        "The request body did not arrive in time.",
+                    );
+                }
+                source = s.source();
+            }
+            too_large()
         })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod alerts;
 mod api;
+mod conn;
 pub mod datadir;
 pub mod error;
 mod imds;
@@ -30,6 +31,7 @@ use cmkvault_vault::{VaultError, VaultService};
 pub use alerts::{AlertOptions, DenialAlerts};
 
 pub use api::API_VERSIONS;
+pub use conn::{Rejections, ServerHandle};
 pub use datadir::DataDir;
 
 /// Errors that stop the server from starting.
@@ -79,6 +81,15 @@ pub struct AppState {
     pub alerts: Arc<DenialAlerts>,
     /// Failed token requests per client id and source address (brute-force protection).
     pub(crate) login_throttle: throttle::LoginThrottle,
+    /// Requests and connections refused before the handler ran.
+    pub(crate) rejections: Arc<conn::ConnStats>,
+}
+
+impl AppState {
+    /// Counts of requests and connections refused before the handler ran.
+    pub fn rejections(&self) -> Rejections {
+        self.rejections.snapshot()
+    }
 }
 
 /// How to run the server.
@@ -110,6 +121,22 @@ pub struct ServerOptions {
     pub imds_listen: Option<SocketAddr>,
     /// Identities (names or ids) the managed-identity endpoint hands out; the first is default.
     pub imds_identities: Vec<String>,
+    /// Open connections at most; a connection over the cap is closed right after accept.
+    pub max_connections: usize,
+    /// Requests handled at the same time at most; more are answered 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time a client has to send a request head (HTTP/1.1; counted from when the server waits
+    /// for one, so it also bounds the wait for the next request on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request body, once the server starts reading it (408).
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Request line and headers (HTTP/1.1: 431 beyond it) or header list (HTTP/2), bytes at
+    /// most; at least 8 KiB.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -128,6 +155,13 @@ impl Default for ServerOptions {
             alerts: AlertOptions::default(),
             imds_listen: None,
             imds_identities: Vec::new(),
+            max_connections: 1024,
+            max_in_flight: 512,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            max_header_bytes: 32 * 1024,
         }
     }
 }
@@ -148,7 +182,8 @@ pub struct RunningServer {
     pub imds_addr: Option<SocketAddr>,
     /// The data directory's exclusive lock, released when the server is dropped.
     _lock: std::fs::File,
-    handle: axum_server::Handle<SocketAddr>,
+    handle: ServerHandle,
+    rejections: Arc<conn::ConnStats>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Background tasks stopped with the server (managed-identity endpoint).
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -179,8 +214,14 @@ impl RunningServer {
     }
 
     /// A handle that can stop the server from elsewhere (signal handlers).
-    pub fn handle(&self) -> axum_server::Handle<SocketAddr> {
+    pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
+    }
+
+    /// Counts of requests and connections refused before the handler ran (timeouts, caps,
+    /// malformed or oversized requests, failed TLS handshakes).
+    pub fn rejections(&self) -> Rejections {
+        self.rejections.snapshot()
     }
 }
 
@@ -250,6 +291,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         None
     };
     let alerts = Arc::new(DenialAlerts::start(opts.alerts.clone()));
+    let rejections = Arc::new(conn::ConnStats::default());
     let state: Arc<AppState> = Arc::new(AppState {
         service: data.service.clone(),
         tokens: data.tokens.clone(),
@@ -258,6 +300,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         audit: audit.clone(),
         alerts: alerts.clone(),
         login_throttle: Default::default(),
+        rejections: rejections.clone(),
     });
     let imds_state = state.clone();
     let app = axum::Router::new().fallback(api::handle).with_state(state);
@@ -269,12 +312,26 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Config(e.to_string()))?;
-    let handle = axum_server::Handle::new();
-    let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
-    let server = axum_server::from_tcp_rustls(listener, rustls)
-        .map_err(|e| ServerError::Config(e.to_string()))?
-        .handle(handle.clone());
-    let task = tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| ServerError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let handle = ServerHandle::new();
+    let limits = conn::Limits {
+        max_connections: opts.max_connections,
+        max_in_flight: opts.max_in_flight,
+        tls_handshake_timeout: opts.tls_handshake_timeout,
+        header_timeout: opts.header_timeout,
+        body_timeout: opts.body_timeout,
+        idle_timeout: opts.idle_timeout,
+        max_header_bytes: opts.max_header_bytes,
+    };
+    let task = tokio::spawn(conn::serve(
+        listener,
+        tls_config,
+        app,
+        limits,
+        rejections.clone(),
+        handle.clone(),
+    ));
 
     let maintenance = maintenance::spawn(
         data.service.clone(),
@@ -303,6 +360,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         imds_addr,
         _lock: lock,
         handle,
+        rejections,
         task,
         background,
         maintenance,

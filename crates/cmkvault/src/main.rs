@@ -110,6 +110,25 @@ struct ServeArgs {
     /// endpoint; repeat for several (the first is the default).
     #[arg(long)]
     imds_identity: Vec<String>,
+    /// Open connections at most; a connection over the cap is closed at once.
+    #[arg(long, env = "CMKVAULT_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Requests handled at the same time at most; more are answered 503 with Retry-After.
+    #[arg(long, env = "CMKVAULT_MAX_IN_FLIGHT", default_value_t = 512)]
+    max_in_flight: usize,
+    /// Time a client has to send a request's headers (also the longest wait for the next
+    /// request on an HTTP/1.1 connection), such as 30s.
+    #[arg(long, default_value = "30s")]
+    header_timeout: String,
+    /// Time a client has to send a request body, such as 60s (408 after it).
+    #[arg(long, default_value = "60s")]
+    body_timeout: String,
+    /// A connection without a request for this long is closed, such as 120s.
+    #[arg(long, default_value = "120s")]
+    idle_timeout: String,
+    /// Time a client has to finish the TLS handshake, such as 10s.
+    #[arg(long, default_value = "10s")]
+    tls_handshake_timeout: String,
 }
 
 #[derive(Args)]
@@ -228,8 +247,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if alert_window.is_zero() {
         bail!("--alert-window must be longer than 0s");
     }
+    if args.max_connections == 0 || args.max_in_flight == 0 {
+        bail!("--max-connections and --max-in-flight must be at least 1");
+    }
+    let timeout = |flag: &str, text: &str| -> Result<Duration> {
+        let d = parse_duration(text)?;
+        if d.is_zero() {
+            bail!("--{flag} must be longer than 0s");
+        }
+        Ok(d)
+    };
+    let header_timeout = timeout("header-timeout", &args.header_timeout)?;
+    let body_timeout = timeout("body-timeout", &args.body_timeout)?;
+    let idle_timeout = timeout("idle-timeout", &args.idle_timeout)?;
+    let tls_handshake_timeout = timeout("tls-handshake-timeout", &args.tls_handshake_timeout)?;
     let data = datadir::open(&args.data.data, root_key_env().as_deref())?;
     let opts = ServerOptions {
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
+        header_timeout,
+        body_timeout,
+        idle_timeout,
+        tls_handshake_timeout,
         listen: args.listen,
         vault_domain: args.vault_domain,
         public_url: args.public_url,
