@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use cmkvault_server::{AlertOptions, ServerOptions};
-use cmkvault_store::{AuditFilter, AuditRow};
+use cmkvault_store::{AuditFilter, AuditRow, AuditSink};
 use cmkvault_vault::audit::{
     chain_hash, verify_chain, AuditLog, AuditOptions, ChainBroken, ChainRow, VerifyReport,
     GENESIS_HASH,

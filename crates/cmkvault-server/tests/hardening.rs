@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use cmkvault_server::{datadir, ServerOptions};
-use cmkvault_store::{AuditFilter, AuditRow, SqliteAuditStore};
+use cmkvault_store::{AuditFilter, AuditRow, AuditSink, SqliteAuditStore};
 use cmkvault_vault::audit::{chain_hash, verify_chain, ChainRow, SYSTEM_PRINCIPAL_OID};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
 use common::*;

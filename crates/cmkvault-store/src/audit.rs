@@ -1,8 +1,10 @@
-//! The audit log's own SQLite file (`DIR/audit.db`): append-only rows written in batches.
+//! The audit log's own SQLite file (`DIR/audit.db`): append-only rows written in batches, the
+//! SQLite implementation of [`AuditSink`].
 //!
 //! It lives apart from the key database so the audit writer's group commits never wait on key
 //! writes and vice versa. Rows are opaque here: the vault crate computes the hash chain and
-//! signs checkpoints; this module only stores, reads and prunes them.
+//! signs checkpoints; this module only stores, reads and prunes them. The [`AuditHead`] is kept
+//! in a file beside the database (`DIR/audit-head.json`), not in it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::{StoreError, StoreResult};
+use crate::{AuditSink, StoreError, StoreResult};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS audit (
@@ -58,7 +60,7 @@ pub struct AuditRow {
 }
 
 /// How far a `since` query looks back before the newest checkpoint it may start at, in
-/// milliseconds (see [`SqliteAuditStore::query`]).
+/// milliseconds (see [`AuditSink::query`]).
 pub const SINCE_CLOCK_SLACK_MS: i64 = 10 * 60 * 1000;
 
 /// Which rows a query returns.
@@ -89,9 +91,9 @@ pub struct AuditHead {
     pub hash: String,
 }
 
-/// The audit database.
+/// The audit database, an [`AuditSink`] (every read and write goes through that trait).
 pub struct SqliteAuditStore {
-    /// `None` once [`SqliteAuditStore::close`] ran.
+    /// `None` once [`AuditSink::close`] ran.
     conn: Mutex<Option<Connection>>,
     head_path: PathBuf,
 }
@@ -141,16 +143,29 @@ impl SqliteAuditStore {
         &self.head_path
     }
 
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Database("audit connection lock poisoned".into()))?;
+        match conn.as_mut() {
+            Some(c) => f(c),
+            None => Err(StoreError::Database("the audit database is closed".into())),
+        }
+    }
+}
+
+impl AuditSink for SqliteAuditStore {
     /// Records the newest checkpoint (after its row is committed), atomically.
-    pub fn write_head(&self, head: &AuditHead) -> StoreResult<()> {
+    fn write_head(&self, head: &AuditHead) -> StoreResult<()> {
         let text = serde_json::to_vec(head).map_err(|e| StoreError::Database(e.to_string()))?;
         crate::write_file_atomic(&self.head_path, &text, 0o600).map_err(|e| {
             StoreError::Database(format!("cannot write {}: {e}", self.head_path.display()))
         })
     }
 
-    /// The newest checkpoint recorded by [`SqliteAuditStore::write_head`], if any.
-    pub fn read_head(&self) -> StoreResult<Option<AuditHead>> {
+    /// The newest checkpoint recorded by [`AuditSink::write_head`], if any.
+    fn read_head(&self) -> StoreResult<Option<AuditHead>> {
         let text = match std::fs::read(&self.head_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -167,7 +182,7 @@ impl SqliteAuditStore {
     }
 
     /// The row with this sequence number.
-    pub fn get(&self, seq: i64) -> StoreResult<Option<AuditRow>> {
+    fn get(&self, seq: i64) -> StoreResult<Option<AuditRow>> {
         self.with(|c| {
             Ok(c.query_row(
                 &format!("SELECT {COLS} FROM audit WHERE seq = ?1"),
@@ -178,21 +193,10 @@ impl SqliteAuditStore {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Database("audit connection lock poisoned".into()))?;
-        match conn.as_mut() {
-            Some(c) => f(c),
-            None => Err(StoreError::Database("the audit database is closed".into())),
-        }
-    }
-
     /// Closes the connection now (SQLite folds the WAL into the database and removes the
     /// `-wal`/`-shm` files if this was the last connection), so nothing touches the directory
     /// afterwards. Later calls fail with "closed". Closing twice is a no-op.
-    pub fn close(&self) -> StoreResult<()> {
+    fn close(&self) -> StoreResult<()> {
         let taken = self
             .conn
             .lock()
@@ -205,7 +209,7 @@ impl SqliteAuditStore {
     }
 
     /// Appends rows in one transaction (one fsync); all or nothing.
-    pub fn append(&self, rows: &[AuditRow]) -> StoreResult<()> {
+    fn append(&self, rows: &[AuditRow]) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
@@ -233,7 +237,7 @@ impl SqliteAuditStore {
     }
 
     /// The last row (the chain head).
-    pub fn last(&self) -> StoreResult<Option<AuditRow>> {
+    fn last(&self) -> StoreResult<Option<AuditRow>> {
         self.with(|c| {
             Ok(c.query_row(
                 &format!("SELECT {COLS} FROM audit ORDER BY seq DESC LIMIT 1"),
@@ -245,7 +249,7 @@ impl SqliteAuditStore {
     }
 
     /// The last checkpoint row.
-    pub fn last_checkpoint(&self) -> StoreResult<Option<AuditRow>> {
+    fn last_checkpoint(&self) -> StoreResult<Option<AuditRow>> {
         self.with(|c| {
             Ok(c.query_row(
                 &format!(
@@ -259,7 +263,7 @@ impl SqliteAuditStore {
     }
 
     /// The newest checkpoint written at or before `time_ms` (where pruning may start the log).
-    pub fn last_checkpoint_at_or_before(&self, time_ms: i64) -> StoreResult<Option<AuditRow>> {
+    fn last_checkpoint_at_or_before(&self, time_ms: i64) -> StoreResult<Option<AuditRow>> {
         // `+time_ms` keeps SQLite on the small checkpoint index, newest first, instead of
         // range-scanning the time index over every older row.
         self.with(|c| {
@@ -281,7 +285,7 @@ impl SqliteAuditStore {
     /// [`SINCE_CLOCK_SLACK_MS`] before it instead of at the first row: a row is written after
     /// its event time and before any later checkpoint, whose time is taken when it is written,
     /// so no earlier row can match. The slack covers the wall clock stepping back.
-    pub fn query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
+    fn query(&self, f: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
         let mut after_seq = f.after_seq.unwrap_or(0);
         if let Some(since) = f.since_ms {
             if let Some(cp) =
@@ -316,8 +320,13 @@ impl SqliteAuditStore {
     }
 
     /// Deletes every row with `seq <= through`; returns how many went.
-    pub fn prune_through(&self, through: i64) -> StoreResult<usize> {
+    fn prune_through(&self, through: i64) -> StoreResult<usize> {
         self.with(|c| Ok(c.execute("DELETE FROM audit WHERE seq <= ?1", [through])?))
+    }
+
+    /// The head file's path (`<name>-head.json` beside the database).
+    fn head_location(&self) -> String {
+        self.head_path.display().to_string()
     }
 }
 
@@ -352,6 +361,67 @@ mod tests {
             Ok(details.join("; "))
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_sqlite_sink_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteAuditStore::open(&dir.path().join("a.db"), Duration::from_secs(1)).unwrap();
+        crate::conformance::audit_sink(&s).unwrap();
+        // The head is a file beside the database, which the closed sink left alone.
+        assert_eq!(
+            s.head_location(),
+            dir.path().join("a-head.json").display().to_string()
+        );
+        assert!(dir.path().join("a-head.json").exists());
+        assert!(!dir.path().join("a.db-wal").exists());
+    }
+
+    /// The SQLite sink with one rule broken: pruning takes one row too many.
+    struct PrunesTooMuch(SqliteAuditStore);
+
+    impl AuditSink for PrunesTooMuch {
+        fn append(&self, rows: &[AuditRow]) -> StoreResult<()> {
+            self.0.append(rows)
+        }
+        fn get(&self, seq: i64) -> StoreResult<Option<AuditRow>> {
+            self.0.get(seq)
+        }
+        fn last(&self) -> StoreResult<Option<AuditRow>> {
+            self.0.last()
+        }
+        fn last_checkpoint(&self) -> StoreResult<Option<AuditRow>> {
+            self.0.last_checkpoint()
+        }
+        fn last_checkpoint_at_or_before(&self, time_ms: i64) -> StoreResult<Option<AuditRow>> {
+            self.0.last_checkpoint_at_or_before(time_ms)
+        }
+        fn query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>> {
+            self.0.query(filter)
+        }
+        fn prune_through(&self, through: i64) -> StoreResult<usize> {
+            self.0.prune_through(through + 1)
+        }
+        fn write_head(&self, head: &AuditHead) -> StoreResult<()> {
+            self.0.write_head(head)
+        }
+        fn read_head(&self) -> StoreResult<Option<AuditHead>> {
+            self.0.read_head()
+        }
+        fn head_location(&self) -> String {
+            self.0.head_location()
+        }
+        fn close(&self) -> StoreResult<()> {
+            self.0.close()
+        }
+    }
+
+    #[test]
+    fn the_conformance_check_names_a_broken_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteAuditStore::open(&dir.path().join("a.db"), Duration::from_secs(1)).unwrap();
+        let err = crate::conformance::audit_sink(&PrunesTooMuch(s)).unwrap_err();
+        assert_eq!(err, "prune_through(2) removed 3 rows, not 2");
     }
 
     #[test]

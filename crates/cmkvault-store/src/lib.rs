@@ -1,4 +1,5 @@
-//! Persistence for cmkvault: the [`Store`] trait and its embedded SQLite backend.
+//! Persistence for cmkvault: the [`Store`] trait and its embedded SQLite backend, and the
+//! [`AuditSink`] trait with its SQLite audit database.
 //!
 //! The store is deliberately dumb. It keeps vault settings, key rows (deleted state, rotation
 //! policy) and key versions (a JSON document of public properties plus the sealed private part)
@@ -7,10 +8,11 @@
 //! transaction is durable (WAL with `synchronous=FULL`), so a caller may acknowledge on return.
 
 mod audit;
+pub mod conformance;
 mod files;
 mod sqlite;
 
-pub use audit::{AuditFilter, AuditHead, AuditRow, SqliteAuditStore};
+pub use audit::{AuditFilter, AuditHead, AuditRow, SqliteAuditStore, SINCE_CLOCK_SLACK_MS};
 pub use files::{create_private_db, restrict_db_files, write_file_atomic};
 pub use sqlite::SqliteStore;
 
@@ -246,4 +248,47 @@ pub trait Store: Send + Sync {
     fn access_policy_list(&self, vault: &str) -> StoreResult<Vec<AccessPolicyRecord>>;
     /// Removes a principal's access policy on a vault; `NotFound` if absent.
     fn access_policy_delete(&self, vault: &str, principal_id: &str) -> StoreResult<()>;
+}
+
+/// Where the audit log's rows live: the persistence interface every audit backend implements
+/// (SQLite's [`SqliteAuditStore`] now; a PostgreSQL store later).
+///
+/// The sink stores rows; it does not chain, sign or check them: the vault crate's audit writer
+/// assigns `seq`, computes `prev_hash`/`hash`, signs checkpoints and calls
+/// [`AuditSink::append`] from one thread. Rows are opaque apart from the columns queries filter
+/// on. Methods are synchronous; async callers run them on a blocking pool.
+///
+/// The sink also keeps the [`AuditHead`], the newest checkpoint written, *outside* the rows (the
+/// SQLite sink: `<name>-head.json` beside the database file), so a log cut back to an earlier
+/// checkpoint, which is still a valid chain, is noticed by `audit verify`. An implementation
+/// should keep it where deleting rows does not also rewrite it. [`conformance::audit_sink`]
+/// checks an implementation's semantics.
+pub trait AuditSink: Send + Sync {
+    /// Appends rows (already chained, `seq` gap-free after the last row) in one durable
+    /// transaction: all or nothing, durable when this returns. A `seq` that exists fails the
+    /// whole batch.
+    fn append(&self, rows: &[AuditRow]) -> StoreResult<()>;
+    /// The row with this sequence number.
+    fn get(&self, seq: i64) -> StoreResult<Option<AuditRow>>;
+    /// The last row (the chain head).
+    fn last(&self) -> StoreResult<Option<AuditRow>>;
+    /// The last checkpoint row.
+    fn last_checkpoint(&self) -> StoreResult<Option<AuditRow>>;
+    /// The newest checkpoint written at or before `time_ms` (where pruning may start the log).
+    fn last_checkpoint_at_or_before(&self, time_ms: i64) -> StoreResult<Option<AuditRow>>;
+    /// Rows matching a filter, in sequence order. With `since_ms`, an implementation may skip
+    /// rows before the newest checkpoint written [`SINCE_CLOCK_SLACK_MS`] before it (no earlier
+    /// row can match), but must return every row with `time_ms >= since_ms` after it.
+    fn query(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRow>>;
+    /// Deletes every row with `seq <= through`; returns how many went.
+    fn prune_through(&self, through: i64) -> StoreResult<usize>;
+    /// Records the newest checkpoint, atomically (called after its row is committed).
+    fn write_head(&self, head: &AuditHead) -> StoreResult<()>;
+    /// The newest checkpoint recorded by [`AuditSink::write_head`], if any.
+    fn read_head(&self) -> StoreResult<Option<AuditHead>>;
+    /// Where the head is kept, for messages (the SQLite sink: the head file's path).
+    fn head_location(&self) -> String;
+    /// Releases the backend now (the SQLite sink closes its connection, so nothing touches the
+    /// directory afterwards). Later calls fail; closing twice is a no-op.
+    fn close(&self) -> StoreResult<()>;
 }

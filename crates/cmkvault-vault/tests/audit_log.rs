@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cmkvault_crypto::TokenSigningKey;
-use cmkvault_store::{AuditFilter, AuditRow, SqliteAuditStore};
+use cmkvault_store::{AuditFilter, AuditRow, AuditSink, SqliteAuditStore};
 use cmkvault_vault::audit::{
     chain_hash, verify_chain, AuditEvent, AuditLog, AuditOptions, ChainRow, GENESIS_HASH,
 };

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use cmkvault_crypto::PublicJwk;
-use cmkvault_store::{AuditFilter, AuditHead, AuditRow, SqliteAuditStore};
+use cmkvault_store::{AuditFilter, AuditHead, AuditRow, AuditSink, SqliteAuditStore};
 use cmkvault_vault::audit::{export_line, parse_export_line, verify_chain, ChainRow};
 
 use crate::{ClientArgs, DataArgs};
@@ -100,8 +100,8 @@ pub struct FilterArgs {
 
 /// Checks that the log still holds the newest checkpoint the server recorded beside it, so a
 /// log cut back to an earlier checkpoint (which still verifies as a chain) is reported.
-fn check_head(store: &SqliteAuditStore, head: &AuditHead, last_seq: i64) -> Result<()> {
-    let file = store.head_path().display();
+fn check_head(store: &dyn AuditSink, head: &AuditHead, last_seq: i64) -> Result<()> {
+    let file = store.head_location();
     match store.get(head.seq)? {
         Some(row) if row.kind == "checkpoint" && row.hash == head.hash => Ok(()),
         Some(_) => bail!(
@@ -119,7 +119,8 @@ fn check_head(store: &SqliteAuditStore, head: &AuditHead, last_seq: i64) -> Resu
     }
 }
 
-fn open_store(data: &DataArgs) -> Result<SqliteAuditStore> {
+/// Opens the audit log of a data directory (`DIR/audit.db`, with `DIR/audit-head.json`).
+fn open_store(data: &DataArgs) -> Result<Box<dyn AuditSink>> {
     let path = data.data.join("audit.db");
     if !path.exists() {
         bail!(
@@ -127,8 +128,9 @@ fn open_store(data: &DataArgs) -> Result<SqliteAuditStore> {
             path.display()
         );
     }
-    SqliteAuditStore::open(&path, std::time::Duration::from_secs(5))
-        .with_context(|| format!("cannot open {}", path.display()))
+    let store = SqliteAuditStore::open(&path, std::time::Duration::from_secs(5))
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(store))
 }
 
 /// Parses `--since`: RFC 3339 UTC (`...Z`) or a duration ago.
@@ -247,7 +249,7 @@ fn public_key(data: &DataArgs, file: Option<&PathBuf>) -> Result<PublicJwk> {
 }
 
 /// Pages through the whole audit table in sequence order.
-fn all_rows(store: &SqliteAuditStore) -> impl Iterator<Item = Result<AuditRow>> + '_ {
+fn all_rows(store: &dyn AuditSink) -> impl Iterator<Item = Result<AuditRow>> + '_ {
     let mut after = 0i64;
     let mut buf: std::vec::IntoIter<AuditRow> = Vec::new().into_iter();
     let mut done = false;
@@ -350,12 +352,12 @@ fn run_local(cmd: AuditCommand) -> Result<()> {
                 // so every row it names is already in the log we then read.
                 let head = store.read_head()?;
                 let mut rows: Vec<ChainRow> = Vec::new();
-                for r in all_rows(&store) {
+                for r in all_rows(store.as_ref()) {
                     rows.push(ChainRow::from(&r?));
                 }
                 let report = verify_chain(rows, &key)?;
                 if let Some(head) = head {
-                    check_head(&store, &head, report.last_seq)?;
+                    check_head(store.as_ref(), &head, report.last_seq)?;
                 }
                 report
             };
@@ -421,7 +423,7 @@ fn run_local(cmd: AuditCommand) -> Result<()> {
                 None => Box::new(out),
             };
             let mut n = 0u64;
-            for r in all_rows(&store) {
+            for r in all_rows(store.as_ref()) {
                 let r = r?;
                 if since.is_some_and(|s| r.time_ms < s) {
                     continue;
