@@ -6,6 +6,7 @@
 /// caller's request; `Unseal` means stored data could not be opened; `Crypto` is an internal
 /// failure of the cryptographic library (or of the random number generator).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CryptoError {
     /// The algorithm is unknown, or not valid for this key family, key size, curve or operation.
     #[error("unsupported algorithm {alg}: {reason}")]
@@ -33,6 +34,18 @@ pub enum CryptoError {
 }
 
 impl CryptoError {
+    /// True for a failure that is not the caller's: sealed data that does not open
+    /// ([`CryptoError::Unseal`]) or a failure of the library itself ([`CryptoError::Crypto`]).
+    pub fn is_internal(&self) -> bool {
+        match self {
+            CryptoError::Unseal | CryptoError::Crypto => true,
+            CryptoError::UnsupportedAlgorithm { .. }
+            | CryptoError::InvalidInput(_)
+            | CryptoError::InvalidKey(_)
+            | CryptoError::DecryptionFailed => false,
+        }
+    }
+
     /// Shorthand for [`CryptoError::UnsupportedAlgorithm`].
     pub(crate) fn unsupported(alg: &str, reason: impl Into<String>) -> Self {
         CryptoError::UnsupportedAlgorithm {
@@ -55,5 +68,20 @@ impl CryptoError {
 impl From<aws_lc_rs::error::Unspecified> for CryptoError {
     fn from(_: aws_lc_rs::error::Unspecified) -> Self {
         CryptoError::Crypto
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CryptoError;
+
+    #[test]
+    fn only_unseal_and_library_failures_are_internal() {
+        assert!(CryptoError::Unseal.is_internal());
+        assert!(CryptoError::Crypto.is_internal());
+        assert!(!CryptoError::DecryptionFailed.is_internal());
+        assert!(!CryptoError::input("x").is_internal());
+        assert!(!CryptoError::key("x").is_internal());
+        assert!(!CryptoError::unsupported("A", "no").is_internal());
     }
 }

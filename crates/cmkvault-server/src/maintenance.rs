@@ -102,7 +102,7 @@ pub async fn run_once(
         None => service.run_maintenance(&mut Unaudited),
     })
     .await
-    .map_err(|e| VaultError::Internal(format!("the maintenance task failed: {e}")))?
+    .map_err(|e| VaultError::unexpected(format!("the maintenance task failed: {e}")))?
 }
 
 /// The running maintenance task.

@@ -484,9 +484,12 @@ async fn serve(
                     .into_iter()
                     .find(|a| a.id.eq_ignore_ascii_case(&id))
                     .ok_or_else(|| {
-                        cmkvault_vault::VaultError::NotFound(format!(
-                            "No role assignment '{id}' exists in vault '{vault}'."
-                        ))
+                        cmkvault_vault::VaultError::from(
+                            cmkvault_vault::AccessError::AssignmentNotFound {
+                                id: id.clone(),
+                                vault: Some(vault.clone()),
+                            },
+                        )
                     })?;
                 if !is_admin && manages_access(&rec.role_id) {
                     return Ok(Err(rec));

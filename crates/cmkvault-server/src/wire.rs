@@ -170,7 +170,7 @@ pub struct UpdateWire {
 /// (400 `BadParameter`, "unsupported algorithm NAME: unknown algorithm").
 pub fn parse_alg(name: &str) -> Result<Alg, ApiError> {
     name.parse()
-        .map_err(|e| ApiError::from(VaultError::Crypto(e)))
+        .map_err(|e| ApiError::from(VaultError::from(e)))
 }
 
 /// `KeyOperationsParameters`, `KeySignParameters` and `KeyVerifyParameters` in one.

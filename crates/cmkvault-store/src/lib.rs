@@ -18,6 +18,7 @@ pub use sqlite::SqliteStore;
 
 /// Errors from a store backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The row to create already exists (vault name, key name on restore).
     #[error("already exists: {0}")]

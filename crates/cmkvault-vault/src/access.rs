@@ -19,7 +19,7 @@ use crate::authz::{
 };
 use crate::model::validate_key_name;
 use crate::tokens::BOOTSTRAP_ADMIN_OID;
-use crate::{VaultError, VaultResult, VaultService, VaultSettings};
+use crate::{AccessError, VaultError, VaultResult, VaultService, VaultSettings, VaultStateError};
 
 /// A principal as the API shows it (never the secret hash).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,7 +168,7 @@ impl AccessView {
             .vaults
             .get(&name.to_lowercase())
             .cloned()
-            .ok_or_else(|| VaultError::VaultNotFound(name.to_string()))
+            .ok_or_else(|| VaultError::from(VaultStateError::NotFound(name.to_string())))
     }
 
     /// A principal by object id, client id (both case-insensitive) or display name.
@@ -199,7 +199,7 @@ impl AccessView {
         let settings = snap
             .vaults
             .get(&vault.to_lowercase())
-            .ok_or_else(|| VaultError::VaultNotFound(vault.to_string()))?;
+            .ok_or_else(|| VaultStateError::NotFound(vault.to_string()))?;
         let slot = (settings.name.clone(), principal.to_string());
         Ok(if settings.rbac_authorization {
             decide_rbac(
@@ -359,7 +359,7 @@ impl VaultService {
     fn find_principal(&self, id_or_name: &str) -> VaultResult<PrincipalRecord> {
         self.store
             .principal_find(id_or_name)?
-            .ok_or_else(|| VaultError::NotFound(format!("No principal '{id_or_name}' exists.")))
+            .ok_or_else(|| VaultError::from(AccessError::PrincipalNotFound(id_or_name.to_string())))
     }
 
     /// Creates a principal; returns it with its client secret (shown once, stored hashed).
@@ -370,7 +370,7 @@ impl VaultService {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !ok {
-            return Err(VaultError::BadParameter(format!(
+            return Err(VaultError::invalid(format!(
                 "The identity name '{name}' is invalid: use 1-128 letters, digits, '-', '_' or '.'."
             )));
         }
@@ -384,9 +384,7 @@ impl VaultService {
         };
         match self.store.principal_create(&rec) {
             Err(StoreError::Conflict(_)) => {
-                return Err(VaultError::Conflict(format!(
-                    "An identity named '{name}' already exists."
-                )))
+                return Err(AccessError::PrincipalExists(name.to_string()).into())
             }
             r => r?,
         }
@@ -488,7 +486,7 @@ impl VaultService {
                 r.id.eq_ignore_ascii_case(id_or_name) || r.name.eq_ignore_ascii_case(id_or_name)
             })
             .cloned()
-            .ok_or_else(|| VaultError::NotFound(format!("No role '{id_or_name}' exists.")))
+            .ok_or_else(|| VaultError::from(AccessError::RoleNotFound(id_or_name.to_string())))
     }
 
     /// Defines a custom role from a list of dataActions.
@@ -499,26 +497,24 @@ impl VaultService {
         not_data_actions: Vec<String>,
     ) -> VaultResult<RoleDefinition> {
         if name.trim().is_empty() || name.len() > 128 {
-            return Err(VaultError::BadParameter(
-                "A role needs a name of 1-128 characters.".into(),
+            return Err(VaultError::invalid(
+                "A role needs a name of 1-128 characters.",
             ));
         }
         if data_actions.is_empty() {
-            return Err(VaultError::BadParameter(
-                "A custom role needs at least one dataAction.".into(),
+            return Err(VaultError::invalid(
+                "A custom role needs at least one dataAction.",
             ));
         }
         for a in data_actions.iter().chain(&not_data_actions) {
             if !a.to_ascii_lowercase().starts_with("microsoft.keyvault/") {
-                return Err(VaultError::BadParameter(format!(
+                return Err(VaultError::invalid(format!(
                     "'{a}' is not a Key Vault dataAction (they start with Microsoft.KeyVault/)."
                 )));
             }
         }
         if self.find_role(name).is_ok() {
-            return Err(VaultError::Conflict(format!(
-                "A role named '{name}' already exists."
-            )));
+            return Err(AccessError::RoleExists(name.to_string()).into());
         }
         let role = RoleDefinition {
             id: uuid::Uuid::new_v4().hyphenated().to_string(),
@@ -535,9 +531,7 @@ impl VaultService {
             not_data_actions: to_json(&role.not_data_actions),
         }) {
             Err(StoreError::Conflict(_)) => {
-                return Err(VaultError::Conflict(format!(
-                    "A role named '{name}' already exists."
-                )))
+                return Err(AccessError::RoleExists(name.to_string()).into())
             }
             r => r?,
         }
@@ -549,7 +543,7 @@ impl VaultService {
     pub fn delete_custom_role(&self, id_or_name: &str) -> VaultResult<RoleDefinition> {
         let role = self.find_role(id_or_name)?;
         if role.built_in {
-            return Err(VaultError::BadParameter(format!(
+            return Err(VaultError::invalid(format!(
                 "'{}' is a built-in role and cannot be deleted.",
                 role.name
             )));
@@ -584,11 +578,7 @@ impl VaultService {
             created: self.clock().now(),
         };
         match self.store.assignment_create(&rec) {
-            Err(StoreError::Conflict(_)) => {
-                return Err(VaultError::Conflict(
-                    "This principal already holds this role at this scope.".into(),
-                ))
-            }
+            Err(StoreError::Conflict(_)) => return Err(AccessError::AssignmentExists.into()),
             r => r?,
         }
         self.access.invalidate();
@@ -613,9 +603,11 @@ impl VaultService {
     /// Removes a role assignment by id.
     pub fn remove_assignment(&self, id: &str) -> VaultResult<()> {
         match self.store.assignment_delete(id) {
-            Err(StoreError::NotFound(_)) => Err(VaultError::NotFound(format!(
-                "No role assignment '{id}' exists."
-            ))),
+            Err(StoreError::NotFound(_)) => Err(AccessError::AssignmentNotFound {
+                id: id.to_string(),
+                vault: None,
+            }
+            .into()),
             r => {
                 r?;
                 self.access.invalidate();
@@ -632,7 +624,7 @@ impl VaultService {
         let mut rec = self
             .store
             .vault_get(vault)?
-            .ok_or_else(|| VaultError::VaultNotFound(vault.to_string()))?;
+            .ok_or_else(|| VaultStateError::NotFound(vault.to_string()))?;
         rec.rbac_authorization = rbac;
         rec.updated = self.clock().now();
         self.store.vault_update(&rec)?;
@@ -655,7 +647,7 @@ impl VaultService {
                 .iter()
                 .find(|k| k.eq_ignore_ascii_case(&perm))
                 .ok_or_else(|| {
-                    VaultError::BadParameter(format!(
+                    VaultError::invalid(format!(
                         "Unknown key permission '{perm}'. Valid: {}.",
                         KEY_PERMISSIONS.join(", ")
                     ))
@@ -688,9 +680,11 @@ impl VaultService {
             .store
             .access_policy_delete(&settings.name, &p.object_id)
         {
-            Err(StoreError::NotFound(_)) => Err(VaultError::NotFound(format!(
-                "'{principal}' has no access policy on vault '{vault}'."
-            ))),
+            Err(StoreError::NotFound(_)) => Err(AccessError::PolicyNotFound {
+                principal: principal.to_string(),
+                vault: vault.to_string(),
+            }
+            .into()),
             r => {
                 r?;
                 self.access.invalidate();

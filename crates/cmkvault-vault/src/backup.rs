@@ -11,7 +11,7 @@ use cmkvault_crypto::Sealer;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::VaultError;
+use crate::{RequestError, VaultError};
 
 const MAGIC: &[u8] = b"CMKVBK1\n";
 const AAD: &[u8] = b"cmkvault:backup:v1";
@@ -59,15 +59,15 @@ impl BackupVersion {
 }
 
 fn bad_blob() -> VaultError {
-    VaultError::BadParameter(
-        "The backup blob is invalid: it is corrupt, truncated, or was made by a cmkvault with another root key.".into(),
-    )
+    RequestError::InvalidBackup.into()
 }
 
 /// Seals a backup document.
 pub(crate) fn seal(root: &dyn Sealer, doc: &BackupDoc) -> Result<Vec<u8>, VaultError> {
-    let json =
-        Zeroizing::new(serde_json::to_vec(doc).map_err(|e| VaultError::Internal(e.to_string()))?);
+    let json = Zeroizing::new(
+        serde_json::to_vec(doc)
+            .map_err(|e| VaultError::unexpected(format!("backup serialisation: {e}")))?,
+    );
     let sealed = root.seal(AAD, &json)?;
     let mut out = Vec::with_capacity(MAGIC.len() + sealed.len());
     out.extend_from_slice(MAGIC);

@@ -238,7 +238,7 @@ impl VaultService {
             return Ok(false);
         };
         let policy: RotationPolicy = serde_json::from_str(text).map_err(|e| {
-            VaultError::Internal(format!("the stored rotation policy cannot be read: {e}"))
+            VaultError::corrupt(format!("the stored rotation policy cannot be read: {e}"))
         })?;
         let Some(latest) = self.store.version_latest(vault, name)? else {
             return Ok(false);

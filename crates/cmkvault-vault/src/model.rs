@@ -342,7 +342,7 @@ pub fn validate_key_name(name: &str) -> Result<(), VaultError> {
     if ok {
         Ok(())
     } else {
-        Err(VaultError::BadParameter(format!(
+        Err(VaultError::invalid(format!(
             "The key name '{name}' is invalid: use 1-127 characters of 0-9, a-z, A-Z and '-'."
         )))
     }
@@ -358,7 +358,7 @@ pub fn validate_vault_name(name: &str) -> Result<(), VaultError> {
     if ok {
         Ok(())
     } else {
-        Err(VaultError::BadParameter(format!(
+        Err(VaultError::invalid(format!(
             "The vault name '{name}' is invalid: use 3-24 letters, digits and single hyphens, starting with a letter."
         )))
     }
@@ -368,7 +368,7 @@ pub fn validate_vault_name(name: &str) -> Result<(), VaultError> {
 pub fn validate_key_ops(ops: &[String]) -> Result<(), VaultError> {
     for op in ops {
         if KeyOp::parse(op).is_none() {
-            return Err(VaultError::BadParameter(format!(
+            return Err(VaultError::invalid(format!(
                 "Invalid key operation '{op}'. Valid operations: encrypt, decrypt, sign, verify, wrapKey, unwrapKey, import, export."
             )));
         }
@@ -379,15 +379,15 @@ pub fn validate_key_ops(ops: &[String]) -> Result<(), VaultError> {
 /// Checks tags: at most 15, keys up to 512 and values up to 256 characters.
 pub fn validate_tags(tags: &Tags) -> Result<(), VaultError> {
     if tags.len() > MAX_TAGS {
-        return Err(VaultError::BadParameter(format!(
+        return Err(VaultError::invalid(format!(
             "Too many tags: {} (at most {MAX_TAGS}).",
             tags.len()
         )));
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 512 || v.chars().count() > 256 {
-            return Err(VaultError::BadParameter(
-                "Tag names must be 1-512 characters and values at most 256.".into(),
+            return Err(VaultError::invalid(
+                "Tag names must be 1-512 characters and values at most 256.",
             ));
         }
     }

@@ -18,7 +18,7 @@ impl IsoDuration {
     /// Parses `P[nY][nM][nW][nD][T[nH][nM][nS]]`.
     pub fn parse(text: &str) -> Result<IsoDuration, VaultError> {
         let bad = || {
-            VaultError::BadParameter(format!(
+            VaultError::invalid(format!(
                 "'{text}' is not an ISO 8601 duration such as P90D, P18M or P2Y."
             ))
         };
@@ -172,7 +172,7 @@ impl RotationPolicy {
         previous_created: Option<i64>,
         now: i64,
     ) -> Result<RotationPolicy, VaultError> {
-        let bad = |m: String| VaultError::BadParameter(m);
+        let bad = |m: String| VaultError::invalid(m);
         let expiry = input
             .expiry_time
             .as_deref()

@@ -15,7 +15,9 @@ use crate::backup::{self, BackupDoc, BackupVersion};
 use crate::cache::{KeyCache, LoadedVersion};
 use crate::model::*;
 use crate::rotation::{RotationPolicy, RotationPolicyInput};
-use crate::{Clock, VaultError, VaultResult};
+use crate::{
+    Clock, InternalError, KeyError, RequestError, VaultError, VaultResult, VaultStateError,
+};
 
 const DAY: i64 = 86_400;
 const ROOT_CHECK_META: &str = "root-key-check";
@@ -104,14 +106,14 @@ fn decode_page_token(t: &str) -> VaultResult<String> {
         .decode(t)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| VaultError::BadParameter("The $skiptoken is invalid.".into()))
+        .ok_or_else(|| VaultError::from(RequestError::InvalidPageToken))
 }
 
 fn page_size(max: Option<u32>) -> VaultResult<usize> {
     match max {
         None => Ok(MAX_PAGE),
         Some(n) if (1..=MAX_PAGE as u32).contains(&n) => Ok(n as usize),
-        Some(n) => Err(VaultError::BadParameter(format!(
+        Some(n) => Err(VaultError::invalid(format!(
             "maxresults {n} is out of range: use 1 to {MAX_PAGE}."
         ))),
     }
@@ -138,7 +140,7 @@ impl VaultService {
         let stored = store.meta_put_if_absent(ROOT_CHECK_META, &candidate)?;
         match sealer.open(ROOT_CHECK_AAD, &stored) {
             Ok(v) if v.as_slice() == ROOT_CHECK_VALUE => {}
-            _ => return Err(VaultError::WrongRootKey),
+            _ => return Err(InternalError::WrongRootKey.into()),
         }
         Ok(VaultService {
             store,
@@ -199,7 +201,7 @@ impl VaultService {
         };
         self.sealer
             .open(aad.as_bytes(), &stored)
-            .map_err(|_| VaultError::WrongRootKey)
+            .map_err(|_| InternalError::WrongRootKey.into())
     }
 
     // ---------------------------------------------------------------- vaults
@@ -213,7 +215,7 @@ impl VaultService {
     ) -> VaultResult<VaultSettings> {
         validate_vault_name(name)?;
         if !(7..=90).contains(&retention_days) {
-            return Err(VaultError::BadParameter(format!(
+            return Err(VaultError::invalid(format!(
                 "softDeleteRetentionInDays {retention_days} is out of range: use 7 to 90."
             )));
         }
@@ -227,7 +229,7 @@ impl VaultService {
             updated: now,
         };
         let result = match self.store.vault_create(&rec) {
-            Err(StoreError::Conflict(_)) => Err(VaultError::VaultExists(rec.name)),
+            Err(StoreError::Conflict(_)) => Err(VaultStateError::Exists(rec.name).into()),
             r => r.map(|_| rec.into()).map_err(Into::into),
         };
         self.access.invalidate();
@@ -237,7 +239,7 @@ impl VaultService {
     /// Creates a vault unless it exists; returns its settings.
     pub fn ensure_vault(&self, name: &str, retention_days: u32) -> VaultResult<VaultSettings> {
         match self.create_vault(name, retention_days, false) {
-            Err(VaultError::VaultExists(_)) => self.vault(name),
+            Err(VaultError::Vault(VaultStateError::Exists(_))) => self.vault(name),
             r => r,
         }
     }
@@ -248,7 +250,7 @@ impl VaultService {
             .vaults
             .get(&name.to_lowercase())
             .cloned()
-            .ok_or_else(|| VaultError::VaultNotFound(name.to_string()))
+            .ok_or_else(|| VaultError::from(VaultStateError::NotFound(name.to_string())))
     }
 
     /// All vaults.
@@ -273,20 +275,18 @@ impl VaultService {
         let mut rec = self
             .store
             .vault_get(name)?
-            .ok_or_else(|| VaultError::VaultNotFound(name.to_string()))?;
+            .ok_or_else(|| VaultStateError::NotFound(name.to_string()))?;
         if let Some(days) = retention_days {
             if days != rec.retention_days {
-                return Err(VaultError::SettingImmutable(format!(
-                    "softDeleteRetentionInDays is fixed at creation ({} days) and cannot be changed.",
-                    rec.retention_days
-                )));
+                return Err(VaultStateError::RetentionFixed {
+                    days: rec.retention_days,
+                }
+                .into());
             }
         }
         match purge_protection {
             Some(false) if rec.purge_protection => {
-                return Err(VaultError::SettingImmutable(
-                    "Purge protection cannot be disabled once it is enabled.".into(),
-                ))
+                return Err(VaultStateError::PurgeProtectionPermanent.into())
             }
             Some(true) => rec.purge_protection = true,
             _ => {}
@@ -318,14 +318,18 @@ impl VaultService {
 
     pub(crate) fn parse_props(props: &str) -> VaultResult<KeyProps> {
         serde_json::from_str(props)
-            .map_err(|e| VaultError::Internal(format!("stored key properties: {e}")))
+            .map_err(|e| VaultError::corrupt(format!("stored key properties: {e}")))
     }
 
     /// The live key row, or `KeyNotFound` (also for soft-deleted keys).
     fn live_key(&self, vault: &str, name: &str) -> VaultResult<KeyRecord> {
         match self.store.key_get(vault, name)? {
             Some(k) if k.deleted.is_none() => Ok(k),
-            _ => Err(VaultError::KeyNotFound(name.to_string())),
+            _ => Err(KeyError::NotFound {
+                name: name.to_string(),
+                version: None,
+            }
+            .into()),
         }
     }
 
@@ -341,9 +345,9 @@ impl VaultService {
             Some(v) => self.store.version_get(vault, name, v)?,
         };
         let rec = rec.ok_or_else(|| {
-            VaultError::KeyNotFound(match version {
-                Some(v) => format!("{name}/{v}"),
-                None => name.to_string(),
+            VaultError::from(KeyError::NotFound {
+                name: name.to_string(),
+                version: version.map(str::to_string),
             })
         })?;
         Ok((key, rec))
@@ -359,7 +363,7 @@ impl VaultService {
         open: impl FnOnce(&dyn KeyBackend, &KeyRef, &[u8]) -> Result<T, CryptoError>,
     ) -> VaultResult<T> {
         let cannot_open = || {
-            VaultError::Internal(format!(
+            VaultError::corrupt(format!(
                 "sealed key {name}/{} cannot be opened",
                 rec.version
             ))
@@ -370,7 +374,7 @@ impl VaultService {
             CryptoError::Unseal => cannot_open(),
             // The blob opened, so it was sealed here: material that does not parse is corrupt
             // stored data (an internal error), not a client's bad key.
-            e => VaultError::Internal(format!(
+            e => VaultError::corrupt(format!(
                 "sealed key {name}/{} does not parse: {e}",
                 rec.version
             )),
@@ -432,7 +436,7 @@ impl VaultService {
     fn check_not_deleted(&self, vault: &str, name: &str) -> VaultResult<Option<KeyRecord>> {
         let key = self.store.key_get(vault, name)?;
         if key.as_ref().is_some_and(|k| k.deleted.is_some()) {
-            return Err(VaultError::DeletedButRecoverable(name.to_string()));
+            return Err(KeyError::DeletedButRecoverable(name.to_string()).into());
         }
         Ok(key)
     }
@@ -455,8 +459,8 @@ impl VaultService {
     fn check_window(a: &AttributesInput) -> VaultResult<()> {
         if let (Some(nbf), Some(exp)) = (a.nbf, a.exp) {
             if nbf > exp {
-                return Err(VaultError::BadParameter(
-                    "The key's nbf (not before) must not be later than its exp (expiry).".into(),
+                return Err(VaultError::invalid(
+                    "The key's nbf (not before) must not be later than its exp (expiry).",
                 ));
             }
         }
@@ -517,7 +521,7 @@ impl VaultService {
             seq: 0,
             created: now,
             props: serde_json::to_string(&props)
-                .map_err(|e| VaultError::Internal(e.to_string()))?,
+                .map_err(|e| VaultError::unexpected(format!("key properties: {e}")))?,
             sealed: new.key_ref.to_bytes(),
         };
         self.store.version_add(&key, &rec)?;
@@ -531,7 +535,7 @@ impl VaultService {
         self.vault(vault)?;
         Self::check_window(&req.attributes)?;
         let kty = Kty::parse(&req.kty).ok_or_else(|| {
-            VaultError::BadParameter(format!(
+            VaultError::invalid(format!(
                 "The key type '{}' is not supported: use RSA, RSA-HSM, EC, EC-HSM or oct-HSM.",
                 req.kty
             ))
@@ -544,9 +548,7 @@ impl VaultService {
                 let bits = req.key_size.unwrap_or(2048);
                 check_rsa_size(bits as usize)?;
                 if req.curve.is_some() {
-                    return Err(VaultError::BadParameter(
-                        "crv is not valid for an RSA key.".into(),
-                    ));
+                    return Err(VaultError::invalid("crv is not valid for an RSA key."));
                 }
                 KeySpec::Rsa {
                     bits: bits as usize,
@@ -556,13 +558,13 @@ impl VaultService {
             Kty::Ec | Kty::EcHsm => {
                 let crv = req.curve.as_deref().unwrap_or("P-256");
                 let curve = Curve::from_jwk(crv).ok_or_else(|| {
-                    VaultError::BadParameter(format!(
+                    VaultError::invalid(format!(
                         "The curve '{crv}' is not supported: use P-256, P-384, P-521 or P-256K."
                     ))
                 })?;
                 if let Some(size) = req.key_size {
                     if size as usize != curve_bits(curve) {
-                        return Err(VaultError::BadParameter(format!(
+                        return Err(VaultError::invalid(format!(
                             "key_size {size} does not match curve {crv}."
                         )));
                     }
@@ -572,7 +574,7 @@ impl VaultService {
             Kty::Oct | Kty::OctHsm => {
                 let bits = req.key_size.unwrap_or(256);
                 if !matches!(bits, 128 | 192 | 256) {
-                    return Err(VaultError::BadParameter(format!(
+                    return Err(VaultError::invalid(format!(
                         "AES key size {bits} is not supported: use 128, 192 or 256."
                     )));
                 }
@@ -601,7 +603,7 @@ impl VaultService {
         self.vault(vault)?;
         Self::check_window(&req.attributes)?;
         let kty = Kty::parse(&req.jwk.kty).ok_or_else(|| {
-            VaultError::BadParameter(format!("The key type '{}' is not supported.", req.jwk.kty))
+            VaultError::invalid(format!("The key type '{}' is not supported.", req.jwk.kty))
         })?;
         let kty = match req.hsm {
             Some(h) => kty.with_hsm(h),
@@ -653,8 +655,8 @@ impl VaultService {
         Self::apply_attributes(&mut props, &req.attributes);
         if let (Some(nbf), Some(exp)) = (props.nbf, props.exp) {
             if nbf > exp {
-                return Err(VaultError::BadParameter(
-                    "The key's nbf (not before) must not be later than its exp (expiry).".into(),
+                return Err(VaultError::invalid(
+                    "The key's nbf (not before) must not be later than its exp (expiry).",
                 ));
             }
         }
@@ -668,8 +670,8 @@ impl VaultService {
             props.release_policy = req.release_policy;
         }
         props.updated = self.clock.now();
-        let json =
-            serde_json::to_string(&props).map_err(|e| VaultError::Internal(e.to_string()))?;
+        let json = serde_json::to_string(&props)
+            .map_err(|e| VaultError::unexpected(format!("key properties: {e}")))?;
         self.store
             .version_update_props(vault, name, &rec.version, &json)?;
         self.cache.invalidate(vault, name);
@@ -749,7 +751,7 @@ impl VaultService {
             None => 0,
             Some(t) => decode_page_token(t)?
                 .parse()
-                .map_err(|_| VaultError::BadParameter("The $skiptoken is invalid.".into()))?,
+                .map_err(|_| VaultError::from(RequestError::InvalidPageToken))?,
         };
         let rows = self.store.version_list(vault, name, after, limit + 1)?;
         let more = rows.len() > limit;
@@ -790,7 +792,7 @@ impl VaultService {
     fn deleted_key(&self, vault: &str, name: &str) -> VaultResult<KeyRecord> {
         match self.store.key_get(vault, name)? {
             Some(k) if k.deleted.is_some() => Ok(k),
-            _ => Err(VaultError::DeletedKeyNotFound(name.to_string())),
+            _ => Err(KeyError::DeletedNotFound(name.to_string()).into()),
         }
     }
 
@@ -801,7 +803,7 @@ impl VaultService {
         let latest = self
             .store
             .version_latest(vault, name)?
-            .ok_or_else(|| VaultError::DeletedKeyNotFound(name.to_string()))?;
+            .ok_or_else(|| KeyError::DeletedNotFound(name.to_string()))?;
         let mut v = self.view(
             &settings,
             &key.name,
@@ -831,7 +833,7 @@ impl VaultService {
         let _g = self.lock()?;
         self.deleted_key(vault, name)?;
         if settings.purge_protection {
-            return Err(VaultError::PurgeProtected);
+            return Err(KeyError::PurgeProtected.into());
         }
         self.store.key_purge(vault, name)?;
         self.cache.invalidate(vault, name);
@@ -853,7 +855,7 @@ impl VaultService {
                     .crv
                     .as_deref()
                     .and_then(Curve::from_jwk)
-                    .ok_or_else(|| VaultError::Internal("stored EC key without curve".into()))?;
+                    .ok_or_else(|| VaultError::corrupt("stored EC key without curve"))?;
                 KeySpec::Ec(curve)
             }
             Kty::Oct | Kty::OctHsm => KeySpec::Oct {
@@ -887,7 +889,9 @@ impl VaultService {
         let key = self.live_key(vault, name)?;
         Ok(match key.rotation_policy.as_deref() {
             Some(p) => (
-                serde_json::from_str(p).map_err(|e| VaultError::Internal(e.to_string()))?,
+                serde_json::from_str(p).map_err(|e| {
+                    VaultError::corrupt(format!("the stored rotation policy cannot be read: {e}"))
+                })?,
                 true,
             ),
             None => (RotationPolicy::default_policy(), false),
@@ -910,8 +914,10 @@ impl VaultService {
             .and_then(|p| serde_json::from_str(p).ok());
         let policy =
             RotationPolicy::from_input(input, previous.and_then(|p| p.created), self.clock.now())?;
-        key.rotation_policy =
-            Some(serde_json::to_string(&policy).map_err(|e| VaultError::Internal(e.to_string()))?);
+        key.rotation_policy = Some(
+            serde_json::to_string(&policy)
+                .map_err(|e| VaultError::unexpected(format!("rotation policy: {e}")))?,
+        );
         self.store.key_update(&key)?;
         Ok(policy)
     }
@@ -943,7 +949,7 @@ impl VaultService {
                 });
             }
             if versions.len() > backup::MAX_VERSIONS {
-                return Err(VaultError::BadParameter(format!(
+                return Err(VaultError::invalid(format!(
                     "The key has more than {} versions and cannot be backed up.",
                     backup::MAX_VERSIONS
                 )));
@@ -989,14 +995,14 @@ impl VaultService {
             let _g = self.lock()?;
             if let Some(existing) = self.store.key_get(vault, &doc.name)? {
                 return Err(if existing.deleted.is_some() {
-                    VaultError::DeletedButRecoverable(existing.name)
+                    KeyError::DeletedButRecoverable(existing.name).into()
                 } else {
-                    VaultError::RestoreConflict(existing.name)
+                    KeyError::RestoreConflict(existing.name).into()
                 });
             }
             match self.store.key_restore(&key, &versions) {
                 Err(StoreError::Conflict(_)) => {
-                    return Err(VaultError::RestoreConflict(doc.name.clone()))
+                    return Err(KeyError::RestoreConflict(doc.name.clone()).into())
                 }
                 r => r?,
             }
@@ -1023,17 +1029,17 @@ impl VaultService {
         let key_op = op.key_op();
         let op_name = key_op.as_str();
         if !props.enabled {
-            return Err(VaultError::KeyDisabled(op_name));
+            return Err(KeyError::Disabled(op_name).into());
         }
         let now = self.clock.now();
         if props.nbf.is_some_and(|nbf| now < nbf) {
-            return Err(VaultError::KeyNotYetValid(op_name));
+            return Err(KeyError::NotYetValid(op_name).into());
         }
         if key_op.blocked_by_expiry() && props.exp.is_some_and(|exp| now >= exp) {
-            return Err(VaultError::KeyExpired(op_name));
+            return Err(KeyError::Expired(op_name).into());
         }
         if !props.allows(key_op) {
-            return Err(VaultError::KeyOperationForbidden(op_name));
+            return Err(KeyError::OperationNotPermitted(op_name).into());
         }
         let key = loaded.key.as_ref();
         let alg = input.alg;
@@ -1066,9 +1072,10 @@ impl VaultService {
             CryptoOp::UnwrapKey => bytes(key.unwrap_key(alg, &input.value)?),
             CryptoOp::Sign => bytes(Zeroizing::new(key.sign(alg, &input.value)?)),
             CryptoOp::Verify => {
-                let digest = input.digest.as_deref().ok_or_else(|| {
-                    VaultError::BadParameter("verify needs the digest in 'digest'.".into())
-                })?;
+                let digest = input
+                    .digest
+                    .as_deref()
+                    .ok_or_else(|| VaultError::invalid("verify needs the digest in 'digest'."))?;
                 CryptoOutput::Verified(key.verify(alg, digest, &input.value)?)
             }
         })
@@ -1078,7 +1085,7 @@ impl VaultService {
     pub fn random_bytes(&self, vault: &str, count: usize) -> VaultResult<Vec<u8>> {
         self.vault(vault)?;
         if !(1..=128).contains(&count) {
-            return Err(VaultError::BadParameter(format!(
+            return Err(VaultError::invalid(format!(
                 "count {count} is out of range: use 1 to 128."
             )));
         }
@@ -1100,7 +1107,7 @@ fn validate_ops_and_tags(key_ops: Option<&[String]>, tags: Option<&Tags>) -> Vau
 /// Refuses an RSA modulus size other than 2048, 3072 or 4096 bits.
 fn check_rsa_size(bits: usize) -> VaultResult<()> {
     if !matches!(bits, 2048 | 3072 | 4096) {
-        return Err(VaultError::BadParameter(format!(
+        return Err(VaultError::invalid(format!(
             "RSA key size {bits} is not supported: use 2048, 3072 or 4096."
         )));
     }

@@ -9,7 +9,9 @@ use cmkvault_vault::model::{
     Alg, CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey,
 };
 use cmkvault_vault::rotation::{RotationPolicyInput, Trigger};
-use cmkvault_vault::{Clock, VaultError, VaultService};
+use cmkvault_vault::{
+    Clock, InternalError, KeyError, RequestError, VaultError, VaultService, VaultStateError,
+};
 
 fn service_with(store: Arc<SqliteStore>, root: RootKey) -> VaultService {
     let svc = VaultService::open(store, root, Clock::default()).unwrap();
@@ -54,7 +56,10 @@ fn wrong_root_key_is_refused_at_open() {
     let err = VaultService::open(store, RootKey::generate().unwrap(), Clock::default())
         .err()
         .unwrap();
-    assert!(matches!(err, VaultError::WrongRootKey));
+    assert!(matches!(
+        err,
+        VaultError::Internal(InternalError::WrongRootKey)
+    ));
     assert!(err.to_string().contains("root key"));
 }
 
@@ -87,7 +92,11 @@ fn sealed_material_is_bound_to_its_version() {
         )
         .unwrap();
     let err = wrap(&fresh, "k", Some(&v1)).unwrap_err();
-    assert!(matches!(err, VaultError::Internal(_)), "{err:?}");
+    assert!(
+        matches!(err, VaultError::Internal(InternalError::Corrupt(_))),
+        "{err:?}"
+    );
+    assert!(err.is_internal());
 }
 
 #[test]
@@ -149,7 +158,7 @@ fn soft_delete_blocks_reuse_until_purged() {
     svc.delete_key("default", "k").unwrap();
     assert!(matches!(
         svc.get_key("default", "k", None),
-        Err(VaultError::KeyNotFound(_))
+        Err(VaultError::Key(KeyError::NotFound { .. }))
     ));
     assert!(matches!(
         svc.create_key(
@@ -160,7 +169,7 @@ fn soft_delete_blocks_reuse_until_purged() {
                 ..Default::default()
             }
         ),
-        Err(VaultError::DeletedButRecoverable(_))
+        Err(VaultError::Key(KeyError::DeletedButRecoverable(_)))
     ));
     svc.recover_key("default", "k").unwrap();
     wrap(&svc, "k", None).unwrap();
@@ -176,11 +185,13 @@ fn purge_protection_and_retention_are_one_way() {
     svc.update_vault("pp1", Some(true), None).unwrap();
     assert!(matches!(
         svc.update_vault("pp1", Some(false), None),
-        Err(VaultError::SettingImmutable(_))
+        Err(VaultError::Vault(VaultStateError::PurgeProtectionPermanent))
     ));
     assert!(matches!(
         svc.update_vault("pp1", None, Some(30)),
-        Err(VaultError::SettingImmutable(_))
+        Err(VaultError::Vault(VaultStateError::RetentionFixed {
+            days: 7
+        }))
     ));
     svc.create_key(
         "pp1",
@@ -194,14 +205,14 @@ fn purge_protection_and_retention_are_one_way() {
     svc.delete_key("pp1", "k").unwrap();
     assert!(matches!(
         svc.purge_key("pp1", "k"),
-        Err(VaultError::PurgeProtected)
+        Err(VaultError::Key(KeyError::PurgeProtected))
     ));
     // The service still purges after the retention period.
     svc.clock().advance(7 * 86_400);
     assert_eq!(svc.run_maintenance(&mut Unaudited).unwrap().purged, 1);
     assert!(matches!(
         svc.get_deleted_key("pp1", "k"),
-        Err(VaultError::DeletedKeyNotFound(_))
+        Err(VaultError::Key(KeyError::DeletedNotFound(_)))
     ));
 }
 
@@ -222,7 +233,7 @@ fn cache_sees_updates_and_rotation() {
     .unwrap();
     assert!(matches!(
         wrap(&svc, "k", None),
-        Err(VaultError::KeyOperationForbidden("wrapKey"))
+        Err(VaultError::Key(KeyError::OperationNotPermitted("wrapKey")))
     ));
     let v2 = svc.rotate_key("default", "k").unwrap().version;
     assert_ne!(v1, v2);
@@ -273,13 +284,13 @@ fn backup_restores_all_versions_into_another_vault() {
     assert_eq!(ids, vec![v1, v2]);
     assert!(matches!(
         svc.restore_key("default", &blob),
-        Err(VaultError::RestoreConflict(_))
+        Err(VaultError::Key(KeyError::RestoreConflict(_)))
     ));
     let mut bad = blob.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
     assert!(matches!(
         svc.restore_key("other", &bad),
-        Err(VaultError::BadParameter(_))
+        Err(VaultError::Request(RequestError::InvalidBackup))
     ));
 }
