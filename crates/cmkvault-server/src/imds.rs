@@ -45,7 +45,7 @@ async fn token(State(imds): State<Arc<Imds>>, req: Request) -> Response {
     let request_uri = req.uri().to_string();
     // The identities come from the access snapshot: from memory when loaded, otherwise loaded
     // on the blocking pool, never read from the store on this async worker.
-    let (resp, principal) = match crate::api::access_view(&imds.state).await {
+    let (resp, principal) = match crate::http::access_view(&imds.state).await {
         Ok(view) => issue(&imds, &view, &req),
         Err(_) => (
             error(

@@ -1,19 +1,22 @@
 //! The cmkvault HTTPS server: the Azure Key Vault keys REST API over rustls.
 //!
-//! Thin by design: [`api`] resolves the vault from the Host header, answers the bearer
-//! challenge, checks the api-version, parses the body and calls the domain
-//! ([`cmkvault_vault::VaultService`]) on the blocking pool; [`error`] maps domain errors to
-//! Azure-shaped JSON in one place; [`wire`] holds the JSON shapes.
+//! Thin by design: [`pipeline`] runs every request (Host → vault, bearer challenge,
+//! routing, authorisation, audit); [`keys`], [`management`] and [`oauth`] are the route
+//! families, which call the domain ([`cmkvault_vault::VaultService`]) on the blocking pool
+//! through the shared helpers in [`http`]; [`error`] maps domain errors to Azure-shaped JSON
+//! in one place; [`wire`] holds the JSON shapes.
 
 pub mod alerts;
-mod api;
 mod conn;
 pub mod datadir;
 pub mod error;
+mod http;
 mod imds;
+mod keys;
 pub mod maintenance;
 mod management;
 mod oauth;
+mod pipeline;
 mod throttle;
 pub mod tls;
 pub mod wire;
@@ -30,9 +33,9 @@ use cmkvault_vault::{VaultError, VaultService};
 
 pub use alerts::{AlertOptions, DenialAlerts};
 
-pub use api::API_VERSIONS;
 pub use conn::{Rejections, ServerHandle};
 pub use datadir::DataDir;
+pub use keys::API_VERSIONS;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -303,7 +306,9 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
         rejections: rejections.clone(),
     });
     let imds_state = state.clone();
-    let app = axum::Router::new().fallback(api::handle).with_state(state);
+    let app = axum::Router::new()
+        .fallback(pipeline::handle)
+        .with_state(state);
     let listener = std::net::TcpListener::bind(opts.listen)
         .map_err(|e| ServerError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;
     listener

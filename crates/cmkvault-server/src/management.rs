@@ -36,13 +36,15 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cmkvault_store::{AccessPolicyRecord, RoleAssignmentRecord};
 use cmkvault_vault::access::Principal;
-use cmkvault_vault::authz::{RoleDefinition, ROLE_ADMINISTRATOR, ROLE_DATA_ACCESS_ADMINISTRATOR};
+use cmkvault_vault::authz::{delegate_may_grant, delegate_may_remove, RoleDefinition};
 use cmkvault_vault::tokens::{Claims, BOOTSTRAP_ADMIN_OID};
 use cmkvault_vault::{VaultResult, VaultSettings};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
-use crate::api::{blocking, body_json, split_host};
 use crate::error::ApiError;
+use crate::http::{access_view, blocking, body_json, method_not_allowed, query_param, split_host};
 use crate::AppState;
 
 fn vault_json(
@@ -126,68 +128,171 @@ fn assignment_json(a: &RoleAssignmentRecord, roles: &[RoleDefinition]) -> Value 
     })
 }
 
-fn property<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
-    body.get("properties").and_then(|p| p.get(name))
+/// A member of a request body as sent: absent (or `null`), a value of the wanted type, or
+/// something else. Bodies are typed structs of these, so that each handler reports the first
+/// wrong member, in its own order and words, as the hand-written checks before it did.
+#[derive(Default)]
+enum Member<T> {
+    /// Absent or `null`.
+    #[default]
+    Absent,
+    /// A value of the wanted type.
+    Valid(T),
+    /// Present, but not of the wanted type.
+    Invalid,
 }
 
-fn bool_property(body: &Value, name: &str) -> Result<Option<bool>, ApiError> {
-    match property(body, name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::bad(format!(
-            "properties.{name} must be true or false."
-        ))),
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Member<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Null => Member::Absent,
+            v => serde_json::from_value(v).map_or(Member::Invalid, Member::Valid),
+        })
     }
 }
 
-fn days_property(body: &Value) -> Result<Option<u32>, ApiError> {
-    match property(body, "softDeleteRetentionInDays") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|d| u32::try_from(d).ok())
-            .map(Some)
-            .ok_or_else(|| ApiError::bad("properties.softDeleteRetentionInDays must be a whole number of days (7 to 90).")),
+impl<T> Member<T> {
+    /// The value if present; `wrong` if present but not of the wanted type.
+    fn optional(self, wrong: impl FnOnce() -> ApiError) -> Result<Option<T>, ApiError> {
+        match self {
+            Member::Absent => Ok(None),
+            Member::Valid(v) => Ok(Some(v)),
+            Member::Invalid => Err(wrong()),
+        }
+    }
+
+    /// The value; `wrong` if absent or not of the wanted type.
+    fn required(self, wrong: impl FnOnce() -> ApiError) -> Result<T, ApiError> {
+        match self {
+            Member::Valid(v) => Ok(v),
+            Member::Absent | Member::Invalid => Err(wrong()),
+        }
     }
 }
 
-/// A list of strings at `body[name]`; `None` when absent or null.
-fn string_list(body: &Value, name: &str) -> Result<Option<Vec<String>>, ApiError> {
-    match body.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::bad(format!("{name} must be a list of strings.")))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(ApiError::bad(format!("{name} must be a list of strings."))),
+/// A nested object member: its members when it is a JSON object, otherwise (absent, `null`,
+/// not an object) none of them, as the members of a non-object read as absent.
+fn object_or_default<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(typed(Value::deserialize(d)?))
+}
+
+/// A body (or nested object) as its typed struct; a body that is not a JSON object has none of
+/// its members. Never fails: every member is a [`Member`] or a nested object of them.
+fn typed<T: DeserializeOwned + Default>(v: Value) -> T {
+    match v {
+        v @ Value::Object(_) => serde_json::from_value(v).unwrap_or_default(),
+        _ => T::default(),
     }
 }
 
-/// A required string member.
-fn string_member(body: &Value, name: &str) -> Result<String, ApiError> {
-    match body.get(name) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        _ => Err(ApiError::bad(format!(
+/// Reads a management request body (empty means `{}`) as its typed struct.
+async fn body<T: DeserializeOwned + Default>(req: Request) -> Result<T, ApiError> {
+    Ok(typed(body_json(req).await?))
+}
+
+/// `PUT` and `PATCH /management/vaults/{name}`.
+#[derive(Default, Deserialize)]
+struct VaultBody {
+    #[serde(default, deserialize_with = "object_or_default")]
+    properties: VaultProperties,
+}
+
+/// `properties` of a vault body.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VaultProperties {
+    #[serde(default)]
+    soft_delete_retention_in_days: Member<u32>,
+    #[serde(default)]
+    enable_purge_protection: Member<bool>,
+    #[serde(default)]
+    enable_soft_delete: Member<bool>,
+    #[serde(default)]
+    enable_rbac_authorization: Member<bool>,
+}
+
+impl VaultProperties {
+    fn bool_property(member: Member<bool>, name: &str) -> Result<Option<bool>, ApiError> {
+        member.optional(|| ApiError::bad(format!("properties.{name} must be true or false.")))
+    }
+
+    fn days(member: Member<u32>) -> Result<Option<u32>, ApiError> {
+        member.optional(|| {
+            ApiError::bad(
+                "properties.softDeleteRetentionInDays must be a whole number of days (7 to 90).",
+            )
+        })
+    }
+}
+
+/// `PUT /management/vaults/{v}/roleAssignments`.
+#[derive(Default, Deserialize)]
+struct RoleAssignmentBody {
+    #[serde(default)]
+    principal: Member<String>,
+    #[serde(default)]
+    role: Member<String>,
+    #[serde(default)]
+    key: Member<String>,
+}
+
+/// `PUT /management/vaults/{v}/accessPolicies/{p}`.
+#[derive(Default, Deserialize)]
+struct AccessPolicyBody {
+    #[serde(default, deserialize_with = "object_or_default")]
+    permissions: Permissions,
+}
+
+/// `permissions` of an access policy body.
+#[derive(Default, Deserialize)]
+struct Permissions {
+    #[serde(default)]
+    keys: Member<Vec<String>>,
+}
+
+/// `PUT /management/roleDefinitions/{name}`.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleDefinitionBody {
+    #[serde(default)]
+    data_actions: Member<Vec<String>>,
+    #[serde(default)]
+    not_data_actions: Member<Vec<String>>,
+}
+
+/// `POST /management/audit/prune`.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PruneBody {
+    #[serde(default)]
+    older_than_days: Member<u64>,
+}
+
+/// The error for a list member that is not a list of strings.
+fn not_string_list(name: &str) -> impl FnOnce() -> ApiError + '_ {
+    move || ApiError::bad(format!("{name} must be a list of strings."))
+}
+
+/// A required non-empty string member.
+fn string_member(member: Member<String>, name: &str) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::bad(format!(
             "The request body must have a non-empty string '{name}'."
-        ))),
-    }
+        ))
+    };
+    member.required(missing).and_then(|s| {
+        if s.trim().is_empty() {
+            Err(missing())
+        } else {
+            Ok(s)
+        }
+    })
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
-}
-
-fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        "The HTTP method is not allowed on this resource.",
-    )
 }
 
 /// Decodes `%XX` escapes of a path segment (UTF-8).
@@ -297,12 +402,6 @@ fn known_resource(w: &[&str]) -> bool {
     )
 }
 
-/// The roles only the administrator may grant or remove.
-fn manages_access(role_id: &str) -> bool {
-    role_id.eq_ignore_ascii_case(ROLE_ADMINISTRATOR)
-        || role_id.eq_ignore_ascii_case(ROLE_DATA_ACCESS_ADMINISTRATOR)
-}
-
 /// Vault JSON for each named vault (with its access policies).
 async fn vault_views(
     state: &Arc<AppState>,
@@ -330,12 +429,6 @@ async fn vault_view(state: &Arc<AppState>, host: &str, name: &str) -> Result<Val
         .unwrap_or(Value::Null))
 }
 
-fn query_param(req: &Request, name: &str) -> Option<String> {
-    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.into_owned())
-}
-
 async fn serve(
     state: &Arc<AppState>,
     req: Request,
@@ -358,9 +451,9 @@ async fn serve(
     let is_admin = claims.oid == BOOTSTRAP_ADMIN_OID;
     if !is_admin {
         let allowed = if is_assignment_route(&w) {
-            let (oid, vault) = (claims.oid.clone(), segs[1].clone());
-            let svc = svc.clone();
-            blocking(move || svc.can_manage_access(&oid, &vault)).await?
+            access_view(state)
+                .await?
+                .can_manage_access(&claims.oid, &segs[1])
         } else {
             false
         };
@@ -389,15 +482,22 @@ async fn serve(
         }
         (["vaults", _], &Method::GET) => vault_view(state, host, &segs[1]).await,
         (["vaults", _], &Method::PUT) => {
-            let body = body_json(req).await?;
-            let days = days_property(&body)?.unwrap_or(90);
-            let pp = bool_property(&body, "enablePurgeProtection")?.unwrap_or(false);
-            if bool_property(&body, "enableSoftDelete")? == Some(false) {
+            let VaultBody { properties: p } = body(req).await?;
+            let days = VaultProperties::days(p.soft_delete_retention_in_days)?.unwrap_or(90);
+            let pp =
+                VaultProperties::bool_property(p.enable_purge_protection, "enablePurgeProtection")?
+                    .unwrap_or(false);
+            if VaultProperties::bool_property(p.enable_soft_delete, "enableSoftDelete")?
+                == Some(false)
+            {
                 return Err(ApiError::bad(
                     "Soft delete is always on and cannot be disabled.",
                 ));
             }
-            let rbac = bool_property(&body, "enableRbacAuthorization")?;
+            let rbac = VaultProperties::bool_property(
+                p.enable_rbac_authorization,
+                "enableRbacAuthorization",
+            )?;
             let name = segs[1].clone();
             let created = blocking(move || {
                 let v = svc.create_vault(&name, days, pp)?;
@@ -410,10 +510,14 @@ async fn serve(
             vault_view(state, host, &created).await
         }
         (["vaults", _], &Method::PATCH) => {
-            let body = body_json(req).await?;
-            let pp = bool_property(&body, "enablePurgeProtection")?;
-            let days = days_property(&body)?;
-            let rbac = bool_property(&body, "enableRbacAuthorization")?;
+            let VaultBody { properties: p } = body(req).await?;
+            let pp =
+                VaultProperties::bool_property(p.enable_purge_protection, "enablePurgeProtection")?;
+            let days = VaultProperties::days(p.soft_delete_retention_in_days)?;
+            let rbac = VaultProperties::bool_property(
+                p.enable_rbac_authorization,
+                "enableRbacAuthorization",
+            )?;
             let name = segs[1].clone();
             let updated = blocking(move || {
                 let v = svc.update_vault(&name, pp, days)?;
@@ -442,14 +546,12 @@ async fn serve(
             Ok(json!({ "value": value }))
         }
         (["vaults", _, "roleassignments"], &Method::PUT) => {
-            let body = body_json(req).await?;
-            let principal = string_member(&body, "principal")?;
-            let role = string_member(&body, "role")?;
-            let key = match body.get("key") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(k)) => Some(k.clone()),
-                Some(_) => return Err(ApiError::bad("key must be a key name (a string).")),
-            };
+            let b: RoleAssignmentBody = body(req).await?;
+            let principal = string_member(b.principal, "principal")?;
+            let role = string_member(b.role, "role")?;
+            let key = b
+                .key
+                .optional(|| ApiError::bad("key must be a key name (a string)."))?;
             let vault = segs[1].clone();
             let (rec, roles) = blocking(move || {
                 let roles = svc.list_roles()?;
@@ -457,9 +559,7 @@ async fn serve(
                     r.id.eq_ignore_ascii_case(&role) || r.name.eq_ignore_ascii_case(&role)
                 });
                 if let Some(r) = wanted {
-                    // Like Azure's default condition on the role: a delegated access manager may
-                    // grant built-in data roles only, never access management or custom roles.
-                    if !is_admin && (manages_access(&r.id) || !r.built_in) {
+                    if !is_admin && !delegate_may_grant(r) {
                         return Ok(Err(r.name.clone()));
                     }
                 }
@@ -491,7 +591,7 @@ async fn serve(
                             },
                         )
                     })?;
-                if !is_admin && manages_access(&rec.role_id) {
+                if !is_admin && !delegate_may_remove(&rec.role_id) {
                     return Ok(Err(rec));
                 }
                 svc.remove_assignment(&rec.id)?;
@@ -515,12 +615,11 @@ async fn serve(
             Ok(json!({ "value": value }))
         }
         (["vaults", _, "accesspolicies", _], &Method::PUT) => {
-            let body = body_json(req).await?;
-            let keys = body
-                .get("permissions")
-                .map(|p| string_list(p, "keys"))
-                .transpose()?
-                .flatten()
+            let b: AccessPolicyBody = body(req).await?;
+            let keys = b
+                .permissions
+                .keys
+                .optional(not_string_list("keys"))?
                 .ok_or_else(|| {
                     ApiError::bad(
                         "The request body must be {\"permissions\": {\"keys\": [\"get\", ...]}}.",
@@ -597,11 +696,14 @@ async fn serve(
                 })
         }
         (["roledefinitions", _], &Method::PUT) => {
-            let body = body_json(req).await?;
-            let actions = string_list(&body, "dataActions")?.ok_or_else(|| {
+            let b: RoleDefinitionBody = body(req).await?;
+            let actions = b.data_actions.optional(not_string_list("dataActions"))?.ok_or_else(|| {
                 ApiError::bad("The request body must have \"dataActions\": [\"Microsoft.KeyVault/...\", ...].")
             })?;
-            let not_actions = string_list(&body, "notDataActions")?.unwrap_or_default();
+            let not_actions = b
+                .not_data_actions
+                .optional(not_string_list("notDataActions"))?
+                .unwrap_or_default();
             let name = segs[1].clone();
             let role =
                 blocking(move || svc.create_custom_role(&name, actions, not_actions)).await?;
@@ -637,14 +739,13 @@ async fn serve(
         }
         (["audit", "prune"], &Method::POST) => {
             let log = state.audit.clone().ok_or_else(audit_off)?;
-            let body = body_json(req).await?;
-            let days = body
-                .get("olderThanDays")
-                .and_then(Value::as_u64)
-                .filter(|d| (1..=36_500).contains(d))
-                .ok_or_else(|| {
-                    ApiError::bad("olderThanDays must be a whole number of days, at least 1.")
-                })?;
+            let b: PruneBody = body(req).await?;
+            let wrong =
+                || ApiError::bad("olderThanDays must be a whole number of days, at least 1.");
+            let days = b.older_than_days.required(wrong)?;
+            if !(1..=36_500).contains(&days) {
+                return Err(wrong());
+            }
             let cutoff = (state.service.clock().now() - days as i64 * 86_400) * 1000;
             let removed = log.prune_before(cutoff).await.map_err(audit_failed)?;
             Ok(json!({ "removed": removed }))

@@ -20,6 +20,7 @@ use base64::Engine;
 use cmkvault_vault::access::ClientCheck;
 use serde_json::{json, Value};
 
+use crate::http::now_ms;
 use crate::throttle::client_key;
 use crate::AppState;
 
@@ -58,7 +59,7 @@ pub(crate) fn is_vault_resource(resource: &str, vault_domain: &str) -> bool {
     let Some(host) = resource.trim_end_matches('/').strip_prefix("https://") else {
         return false;
     };
-    let (name, port) = crate::api::split_host(host);
+    let (name, port) = crate::http::split_host(host);
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
     port_ok
         && (name.eq_ignore_ascii_case("vault.azure.net") || name.eq_ignore_ascii_case(vault_domain))
@@ -81,13 +82,6 @@ pub(crate) fn oauth_error(
         "correlation_id": uuid::Uuid::new_v4().to_string(),
     });
     (status, axum::Json(body)).into_response()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// What an OAuth request resulted in, for the audit log.
@@ -131,7 +125,7 @@ pub(crate) fn unknown_client_form(client_id: &str) -> String {
 /// principal (looked up in the access snapshot, no secret check), otherwise its
 /// [`unknown_client_form`].
 async fn claimed_appid(state: &AppState, client_id: &str) -> String {
-    match crate::api::access_view(state).await {
+    match crate::http::access_view(state).await {
         Ok(view) => view
             .find_principal(client_id)
             .filter(|p| p.client_id.eq_ignore_ascii_case(client_id))

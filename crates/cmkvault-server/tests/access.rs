@@ -1553,3 +1553,119 @@ async fn audit_routes_refuse_when_audit_is_off() {
     }
     srv.shutdown().await;
 }
+
+/// The management request bodies: the first wrong member (in each route's order) is named in
+/// its own words, members of a non-object body or `properties` read as absent, and unknown
+/// members are ignored.
+#[tokio::test]
+async fn management_bodies_name_the_first_wrong_member() {
+    let ts = TestServer::start().await;
+    let bad = |r: Resp, message: &str| {
+        assert_eq!(expect_error(&r, 400, "BadParameter"), message, "{}", r.2);
+    };
+    let days = "properties.softDeleteRetentionInDays must be a whole number of days (7 to 90).";
+    let pp = "properties.enablePurgeProtection must be true or false.";
+    // Vault create checks the retention first, update the purge protection first.
+    let both =
+        json!({"properties": {"softDeleteRetentionInDays": 7.5, "enablePurgeProtection": "yes"}});
+    bad(
+        ts.put("/management/vaults/bodies", both.clone()).await,
+        days,
+    );
+    bad(ts.patch("/management/vaults/default", both).await, pp);
+    bad(
+        ts.put(
+            "/management/vaults/bodies",
+            json!({"properties": {"softDeleteRetentionInDays": -1}}),
+        )
+        .await,
+        days,
+    );
+    bad(
+        ts.put(
+            "/management/vaults/bodies",
+            json!({"properties": {"enableRbacAuthorization": 1}}),
+        )
+        .await,
+        "properties.enableRbacAuthorization must be true or false.",
+    );
+    bad(
+        ts.put(
+            "/management/vaults/bodies",
+            json!({"properties": {"enableSoftDelete": false}}),
+        )
+        .await,
+        "Soft delete is always on and cannot be disabled.",
+    );
+    // Not an object (body or properties): nothing is set, the defaults apply.
+    for (name, body) in [
+        ("bodies1", json!([1, 2])),
+        ("bodies2", json!({"properties": [true, 7], "unknown": 1})),
+        ("bodies3", json!({"properties": null})),
+    ] {
+        let v = ok(ts.put(&format!("/management/vaults/{name}"), body).await);
+        assert_eq!(v["properties"]["softDeleteRetentionInDays"], 90, "{v}");
+        assert_eq!(v["properties"]["enablePurgeProtection"], false, "{v}");
+    }
+
+    let assignments = "/management/vaults/default/roleAssignments";
+    let principal = "The request body must have a non-empty string 'principal'.";
+    bad(
+        ts.put(assignments, json!({"role": READER})).await,
+        principal,
+    );
+    bad(
+        ts.put(assignments, json!({"principal": "  ", "role": 5}))
+            .await,
+        principal,
+    );
+    bad(
+        ts.put(assignments, json!({"principal": "x", "role": null}))
+            .await,
+        "The request body must have a non-empty string 'role'.",
+    );
+    bad(
+        ts.put(
+            assignments,
+            json!({"principal": "x", "role": READER, "key": 5}),
+        )
+        .await,
+        "key must be a key name (a string).",
+    );
+
+    let policy = "/management/vaults/default/accessPolicies/someone";
+    let shape = "The request body must be {\"permissions\": {\"keys\": [\"get\", ...]}}.";
+    bad(
+        ts.put(policy, json!({"permissions": {"keys": "get"}}))
+            .await,
+        "keys must be a list of strings.",
+    );
+    bad(ts.put(policy, json!({"permissions": ["get"]})).await, shape);
+    bad(ts.put(policy, json!({"keys": ["get"]})).await, shape);
+
+    let role = "/management/roleDefinitions/Bodies";
+    bad(
+        ts.put(role, json!({"dataActions": "x", "notDataActions": 1}))
+            .await,
+        "dataActions must be a list of strings.",
+    );
+    bad(
+        ts.put(role, json!({"dataActions": ["x"], "notDataActions": [1]}))
+            .await,
+        "notDataActions must be a list of strings.",
+    );
+    bad(
+        ts.put(role, json!({"notDataActions": []})).await,
+        "The request body must have \"dataActions\": [\"Microsoft.KeyVault/...\", ...].",
+    );
+
+    let prune = "olderThanDays must be a whole number of days, at least 1.";
+    for body in [
+        json!({"olderThanDays": 1.0}),
+        json!({"olderThanDays": 36_501}),
+        json!({"olderThanDays": -3}),
+        json!({}),
+    ] {
+        bad(ts.post("/management/audit/prune", body).await, prune);
+    }
+}

@@ -183,6 +183,21 @@ impl AccessView {
         })
     }
 
+    /// Whether `principal` holds a role that manages access
+    /// ([`crate::authz::manages_access`]) on the whole of `vault`, which lets it manage that
+    /// vault's role assignments, within [`crate::authz::delegate_may_grant`] and
+    /// [`crate::authz::delegate_may_remove`]. The bootstrap administrator always may.
+    pub fn can_manage_access(&self, principal: &str, vault: &str) -> bool {
+        principal == BOOTSTRAP_ADMIN_OID
+            || self
+                .0
+                .assignments
+                .get(&(vault.to_lowercase(), principal.to_string()))
+                .into_iter()
+                .flatten()
+                .any(|a| a.scope == "/" && crate::authz::manages_access(&a.role.id))
+    }
+
     /// Decides whether `principal` may run `op` in `vault` (on `key`); see
     /// [`VaultService::authorize`].
     pub fn authorize(
@@ -336,22 +351,10 @@ impl VaultService {
     }
 
     /// Whether `principal` holds Key Vault Data Access Administrator (or Administrator) on the
-    /// whole vault, which lets it manage that vault's role assignments.
+    /// whole vault, which lets it manage that vault's role assignments (see
+    /// [`AccessView::can_manage_access`]; blocking: loads the snapshot if needed).
     pub fn can_manage_access(&self, principal: &str, vault: &str) -> VaultResult<bool> {
-        if principal == BOOTSTRAP_ADMIN_OID {
-            return Ok(true);
-        }
-        let snap = self.access_snapshot()?;
-        Ok(snap
-            .assignments
-            .get(&(vault.to_lowercase(), principal.to_string()))
-            .into_iter()
-            .flatten()
-            .any(|a| {
-                a.scope == "/"
-                    && (a.role.id == crate::authz::ROLE_DATA_ACCESS_ADMINISTRATOR
-                        || a.role.id == crate::authz::ROLE_ADMINISTRATOR)
-            }))
+        Ok(self.access_view()?.can_manage_access(principal, vault))
     }
 
     // ------------------------------------------------------------ principals

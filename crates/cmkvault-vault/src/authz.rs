@@ -265,6 +265,28 @@ pub const ROLE_READER: &str = "21090545-7ca7-4776-b22c-e363652d74d2";
 /// Role id of Key Vault Data Access Administrator.
 pub const ROLE_DATA_ACCESS_ADMINISTRATOR: &str = "8b54135c-b56d-4d72-a534-26097cfdc8d8";
 
+/// Whether a role manages access (Key Vault Administrator or Data Access Administrator):
+/// holding it on a whole vault lets a principal manage that vault's role assignments, so only
+/// the administrator may grant or remove it.
+pub fn manages_access(role_id: &str) -> bool {
+    role_id.eq_ignore_ascii_case(ROLE_ADMINISTRATOR)
+        || role_id.eq_ignore_ascii_case(ROLE_DATA_ACCESS_ADMINISTRATOR)
+}
+
+/// Whether a delegated access manager (a vault's Data Access Administrator or Administrator,
+/// not the bootstrap administrator) may grant `role`. Like Azure's default condition on the
+/// role: a delegated access manager may grant built-in data roles only, never access
+/// management or custom roles.
+pub fn delegate_may_grant(role: &RoleDefinition) -> bool {
+    role.built_in && !manages_access(&role.id)
+}
+
+/// Whether a delegated access manager may remove an assignment of the role `role_id`: any but
+/// the roles that manage access.
+pub fn delegate_may_remove(role_id: &str) -> bool {
+    !manages_access(role_id)
+}
+
 fn builtin(id: &str, name: &str, actions: &[&str]) -> RoleDefinition {
     RoleDefinition {
         id: id.to_string(),
@@ -428,6 +450,32 @@ pub fn decide_policy(permissions: &[String], op: Operation) -> Result<(), Denial
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delegated_access_managers_grant_and_remove_built_in_data_roles_only() {
+        for r in builtin_roles() {
+            let access = r.id == ROLE_ADMINISTRATOR || r.id == ROLE_DATA_ACCESS_ADMINISTRATOR;
+            assert_eq!(manages_access(&r.id), access, "{}", r.name);
+            assert_eq!(delegate_may_grant(&r), !access, "{}", r.name);
+            assert_eq!(delegate_may_remove(&r.id), !access, "{}", r.name);
+        }
+        // Role ids compare case-insensitively, as the management API accepts them.
+        assert!(manages_access(
+            &ROLE_DATA_ACCESS_ADMINISTRATOR.to_uppercase()
+        ));
+        assert!(!delegate_may_remove(&ROLE_ADMINISTRATOR.to_uppercase()));
+        // A custom role is never delegated, even one granting only reads.
+        let custom = RoleDefinition {
+            id: "0f2a6c1e-0000-4000-8000-000000000001".into(),
+            name: "Reader Too".into(),
+            data_actions: vec!["Microsoft.KeyVault/vaults/keys/read".into()],
+            not_data_actions: Vec::new(),
+            built_in: false,
+        };
+        assert!(!delegate_may_grant(&custom));
+        assert!(delegate_may_remove(&custom.id));
+        assert!(delegate_may_grant(&role(ROLE_CRYPTO_USER)));
+    }
 
     fn role(id: &str) -> RoleDefinition {
         builtin_roles().into_iter().find(|r| r.id == id).unwrap()
