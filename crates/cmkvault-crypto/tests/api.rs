@@ -1,35 +1,13 @@
 //! Round trips and error behaviour of the public API.
 
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
 use aws_lc_rs::rsa::{Pkcs1PublicEncryptingKey, PublicEncryptingKey};
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use cmkvault_crypto::*;
-
-/// Test seam: the software backend with a fixed root key, for serialization round trips.
-fn backend() -> SoftwareBackend {
-    SoftwareBackend::new(std::sync::Arc::new(
-        RootKey::from_bytes(&[9u8; 32]).unwrap(),
-    ))
-}
-
-/// `key`'s sealed serialization, through the backend's backup export (the only way out).
-fn to_bytes(key: &PrivateKey) -> Zeroizing<Vec<u8>> {
-    let be = backend();
-    let r = be.seal_key(key, b"id").unwrap();
-    be.export_for_backup(&r, b"id").unwrap()
-}
-
-/// A handle from a serialization, through the backend's restore path.
-fn from_bytes(bytes: &[u8]) -> Result<std::sync::Arc<dyn KeyHandle>, CryptoError> {
-    let be = backend();
-    let r = be.import_from_backup(bytes, b"id")?;
-    be.open(&r, b"id")
-}
-
-/// A JWA name parsed (test inputs are valid names).
-fn jwa(name: &str) -> Alg {
-    name.parse().unwrap()
-}
-use std::sync::{Arc, OnceLock};
+use common::*;
 
 fn rsa_2048() -> &'static PrivateKey {
     static K: OnceLock<PrivateKey> = OnceLock::new();

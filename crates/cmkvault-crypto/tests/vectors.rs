@@ -1,34 +1,11 @@
 //! Known-answer tests from RFC 7515 (JWS) Appendix A and RFC 7520 (JOSE cookbook) section 5.
 
+mod common;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cmkvault_crypto::*;
-
-/// Test seam: the software backend with a fixed root key, for serialization round trips.
-fn backend() -> SoftwareBackend {
-    SoftwareBackend::new(std::sync::Arc::new(
-        RootKey::from_bytes(&[9u8; 32]).unwrap(),
-    ))
-}
-
-/// `key`'s sealed serialization, through the backend's backup export (the only way out).
-fn to_bytes(key: &PrivateKey) -> Zeroizing<Vec<u8>> {
-    let be = backend();
-    let r = be.seal_key(key, b"id").unwrap();
-    be.export_for_backup(&r, b"id").unwrap()
-}
-
-/// A handle from a serialization, through the backend's restore path.
-fn from_bytes(bytes: &[u8]) -> Result<std::sync::Arc<dyn KeyHandle>, CryptoError> {
-    let be = backend();
-    let r = be.import_from_backup(bytes, b"id")?;
-    be.open(&r, b"id")
-}
-
-/// A JWA name parsed (test inputs are valid names).
-fn jwa(name: &str) -> Alg {
-    name.parse().unwrap()
-}
+use common::*;
 
 fn b64(s: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD

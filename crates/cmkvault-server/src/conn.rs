@@ -25,23 +25,39 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-/// Connection and request limits (see [`crate::ServerOptions`]).
+/// Connection and request limits of the HTTPS listener ([`crate::ServerOptions::limits`]).
 #[derive(Clone, Debug)]
-pub(crate) struct Limits {
-    /// Open connections at most; more are closed right after accept.
+pub struct Limits {
+    /// Open connections at most; a connection over the cap is closed right after accept.
     pub max_connections: usize,
-    /// Requests being handled at most; more get 503.
+    /// Requests handled at the same time at most; more are answered 503 with `Retry-After`.
     pub max_in_flight: usize,
-    /// Time to complete the TLS handshake.
+    /// Time a client has to finish the TLS handshake.
     pub tls_handshake_timeout: Duration,
-    /// Time to receive a request head (HTTP/1.1).
+    /// Time a client has to send a request head (HTTP/1.1; counted from when the server waits
+    /// for one, so it also bounds the wait for the next request on a kept-alive connection).
     pub header_timeout: Duration,
-    /// Time to receive a request body once the handler starts reading it.
+    /// Time a client has to send a request body, once the server starts reading it (408).
     pub body_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
-    /// Request line plus headers (HTTP/1.1), header list (HTTP/2), bytes at most.
+    /// Request line and headers (HTTP/1.1: 431 beyond it) or header list (HTTP/2), bytes at
+    /// most; at least 8 KiB.
     pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_in_flight: 512,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            max_header_bytes: 32 * 1024,
+        }
+    }
 }
 
 /// How many connections and requests were refused before the request handler ran.
@@ -522,6 +538,13 @@ async fn connection(
     });
     let limits = &shared.limits;
     let header_bytes = limits.max_header_bytes.max(8192);
+    let end = ConnEnd {
+        activity: &activity,
+        idle: limits.idle_timeout,
+        stats: &stats,
+        peer,
+        stop: &mut stop,
+    };
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -531,16 +554,7 @@ async fn connection(
             .max_concurrent_streams(128)
             .keep_alive_interval(None);
         let conn = b.serve_connection(io, service);
-        drive(
-            conn,
-            &activity,
-            limits.idle_timeout,
-            &stats,
-            peer,
-            &mut stop,
-            |c| c.graceful_shutdown(),
-        )
-        .await;
+        drive(conn, end, |c| c.graceful_shutdown()).await;
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -549,32 +563,33 @@ async fn connection(
             .max_header_size(header_bytes)
             .keep_alive(true);
         let conn = b.serve_connection(io, service);
-        drive(
-            conn,
-            &activity,
-            limits.idle_timeout,
-            &stats,
-            peer,
-            &mut stop,
-            |c| c.graceful_shutdown(),
-        )
-        .await;
+        drive(conn, end, |c| c.graceful_shutdown()).await;
     }
+}
+
+/// What [`drive`] needs besides the connection: its activity, the idle timeout, the counters,
+/// the peer, and the server's stop signal.
+struct ConnEnd<'a> {
+    activity: &'a Activity,
+    idle: Duration,
+    stats: &'a ConnStats,
+    peer: SocketAddr,
+    stop: &'a mut watch::Receiver<Option<Option<Duration>>>,
 }
 
 /// Runs a connection to its end: closes it gracefully when the server stops or when it has
 /// been idle (no request in flight) for `idle`, and counts refusals the HTTP layer made.
-async fn drive<C>(
-    conn: C,
-    activity: &Activity,
-    idle: Duration,
-    stats: &ConnStats,
-    peer: SocketAddr,
-    stop: &mut watch::Receiver<Option<Option<Duration>>>,
-    graceful: impl Fn(Pin<&mut C>),
-) where
+async fn drive<C>(conn: C, end: ConnEnd<'_>, graceful: impl Fn(Pin<&mut C>))
+where
     C: Future<Output = Result<(), hyper::Error>>,
 {
+    let ConnEnd {
+        activity,
+        idle,
+        stats,
+        peer,
+        stop,
+    } = end;
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     let result = loop {

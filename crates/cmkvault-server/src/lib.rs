@@ -33,7 +33,7 @@ use cmkvault_vault::{VaultError, VaultService};
 
 pub use alerts::{AlertOptions, DenialAlerts};
 
-pub use conn::{Rejections, ServerHandle};
+pub use conn::{Limits as HttpLimits, Rejections, ServerHandle};
 pub use datadir::DataDir;
 pub use keys::API_VERSIONS;
 
@@ -124,22 +124,8 @@ pub struct ServerOptions {
     pub imds_listen: Option<SocketAddr>,
     /// Identities (names or ids) the managed-identity endpoint hands out; the first is default.
     pub imds_identities: Vec<String>,
-    /// Open connections at most; a connection over the cap is closed right after accept.
-    pub max_connections: usize,
-    /// Requests handled at the same time at most; more are answered 503 with `Retry-After`.
-    pub max_in_flight: usize,
-    /// Time a client has to finish the TLS handshake.
-    pub tls_handshake_timeout: Duration,
-    /// Time a client has to send a request head (HTTP/1.1; counted from when the server waits
-    /// for one, so it also bounds the wait for the next request on a kept-alive connection).
-    pub header_timeout: Duration,
-    /// Time a client has to send a request body, once the server starts reading it (408).
-    pub body_timeout: Duration,
-    /// A connection with no request in flight for this long is closed.
-    pub idle_timeout: Duration,
-    /// Request line and headers (HTTP/1.1: 431 beyond it) or header list (HTTP/2), bytes at
-    /// most; at least 8 KiB.
-    pub max_header_bytes: usize,
+    /// Connection caps and timeouts of the HTTPS listener.
+    pub limits: HttpLimits,
 }
 
 impl Default for ServerOptions {
@@ -158,13 +144,7 @@ impl Default for ServerOptions {
             alerts: AlertOptions::default(),
             imds_listen: None,
             imds_identities: Vec::new(),
-            max_connections: 1024,
-            max_in_flight: 512,
-            tls_handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(120),
-            max_header_bytes: 32 * 1024,
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -320,20 +300,11 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| ServerError::Config(format!("cannot listen on {}: {e}", opts.listen)))?;
     let handle = ServerHandle::new();
-    let limits = conn::Limits {
-        max_connections: opts.max_connections,
-        max_in_flight: opts.max_in_flight,
-        tls_handshake_timeout: opts.tls_handshake_timeout,
-        header_timeout: opts.header_timeout,
-        body_timeout: opts.body_timeout,
-        idle_timeout: opts.idle_timeout,
-        max_header_bytes: opts.max_header_bytes,
-    };
     let task = tokio::spawn(conn::serve(
         listener,
         tls_config,
         app,
-        limits,
+        opts.limits.clone(),
         rejections.clone(),
         handle.clone(),
     ));

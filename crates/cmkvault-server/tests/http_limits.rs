@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cmkvault_server::ServerOptions;
+use cmkvault_server::{HttpLimits, ServerOptions};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -23,21 +23,40 @@ const BOUND: Duration = Duration::from_secs(20);
 
 // ------------------------------------------------------------------ helpers
 
-/// A raw HTTP/1.1-over-TLS connection to the test server (no ALPN: HTTP/1.1).
-async fn tls_connect(ts: &TestServer) -> TlsStream<TcpStream> {
+/// Starts a test server with these connection limits (and the usual test options).
+async fn start_limited(limits: HttpLimits) -> TestServer {
+    TestServer::start_with(ServerOptions {
+        limits,
+        ..options()
+    })
+    .await
+}
+
+/// A TCP connection to the test server and a TLS handshake over it (no ALPN: HTTP/1.1).
+async fn tls_handshake(ts: &TestServer) -> std::io::Result<TlsStream<TcpStream>> {
     let config = tls_config(&ts.dir.path().join("tls").join("ca.pem"));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(ts.srv.addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    connector.connect(name, tcp).await.expect("TLS handshake")
+    connector.connect(name, tcp).await
 }
 
-/// Reads until the server closes the connection (or `BOUND` passes: then `None`).
-async fn read_to_close(conn: &mut TlsStream<TcpStream>) -> Option<String> {
+/// A raw HTTP/1.1-over-TLS connection to the test server.
+async fn tls_connect(ts: &TestServer) -> TlsStream<TcpStream> {
+    tls_handshake(ts).await.expect("TLS handshake")
+}
+
+/// Reads `chunk` bytes at a time until `done(what was read)` holds or the server closes the
+/// connection (or `BOUND` passes: then `None`).
+async fn read_until(
+    conn: &mut TlsStream<TcpStream>,
+    chunk: usize,
+    done: impl Fn(&[u8]) -> bool,
+) -> Option<String> {
     let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = vec![0u8; chunk];
     let read = async {
-        loop {
+        while !done(&out) {
             match conn.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
@@ -48,20 +67,43 @@ async fn read_to_close(conn: &mut TlsStream<TcpStream>) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Reads one response head (up to the blank line), within `BOUND`.
+/// Reads until the server closes the connection (or `BOUND` passes: then `None`).
+async fn read_to_close(conn: &mut TlsStream<TcpStream>) -> Option<String> {
+    read_until(conn, 4096, |_| false).await
+}
+
+/// Reads one response head (up to the blank line, a byte at a time so nothing after it is
+/// consumed), within `BOUND`.
 async fn read_head(conn: &mut TlsStream<TcpStream>) -> Option<String> {
-    let mut out = Vec::new();
-    let mut byte = [0u8; 1];
-    let read = async {
-        while !out.ends_with(b"\r\n\r\n") {
-            match conn.read(&mut byte).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => out.push(byte[0]),
-            }
-        }
-    };
-    tokio::time::timeout(BOUND, read).await.ok()?;
-    Some(String::from_utf8_lossy(&out).into_owned())
+    read_until(conn, 1, |out| out.ends_with(b"\r\n\r\n")).await
+}
+
+/// Sends an authorised `GET /keys` on `conn` and asserts the answer's head says 200.
+async fn get_keys_on(ts: &TestServer, conn: &mut TlsStream<TcpStream>) {
+    let request = format!(
+        "GET /keys?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+        ts.token
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(conn).await.expect("an answer");
+    assert_eq!(status_of(&head), 200, "{head}");
+}
+
+/// Sends the head of an authorised JSON `POST path` announcing `length` body bytes, then
+/// `body_start`, on a new connection, and returns the connection.
+async fn post_head(
+    ts: &TestServer,
+    path: &str,
+    length: usize,
+    body_start: &str,
+) -> TlsStream<TcpStream> {
+    let mut conn = tls_connect(ts).await;
+    let head = format!(
+        "POST {path}?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{body_start}",
+        ts.token
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn
 }
 
 /// Sends a whole request text (`Connection: close` is up to the caller) and returns the
@@ -115,34 +157,61 @@ fn wait_until(cond: impl Fn() -> bool) -> impl std::future::Future<Output = ()> 
     }
 }
 
-/// Sum of the lengths of the audit records and their number, read from `audit.db`.
-fn audit_size(ts: &TestServer) -> (i64, i64) {
+/// The test server's `audit.db`, opened directly.
+fn audit_db(ts: &TestServer) -> rusqlite::Connection {
     let db = rusqlite::Connection::open(ts.dir.path().join("audit.db")).expect("open audit.db");
     db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.query_row(
-        "SELECT COALESCE(SUM(length(record)), 0), COUNT(*) FROM audit WHERE kind = 'event'",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .unwrap()
+    db
+}
+
+/// Sum of the lengths of the audit records and their number, read from `audit.db`.
+fn audit_size(ts: &TestServer) -> (i64, i64) {
+    audit_db(ts)
+        .query_row(
+            "SELECT COALESCE(SUM(length(record)), 0), COUNT(*) FROM audit WHERE kind = 'event'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
 }
 
 /// The longest audit record, in bytes.
 fn longest_record(ts: &TestServer) -> i64 {
-    let db = rusqlite::Connection::open(ts.dir.path().join("audit.db")).expect("open audit.db");
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.query_row(
-        "SELECT COALESCE(MAX(length(record)), 0) FROM audit",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+    audit_db(ts)
+        .query_row(
+            "SELECT COALESCE(MAX(length(record)), 0) FROM audit",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Every audit record so far, parsed, oldest first.
+fn audit_records(ts: &TestServer) -> Vec<Value> {
+    let rows = ts
+        .srv
+        .audit
+        .as_ref()
+        .unwrap()
+        .store()
+        .query(&Default::default())
+        .unwrap();
+    rows.iter()
+        .map(|r| serde_json::from_str(&r.record).unwrap())
+        .collect()
 }
 
 /// A request with a client-chosen URL tail and headers, returning the status or `None` when
 /// the server closed the connection instead of answering.
 async fn try_status(rb: reqwest::RequestBuilder) -> Option<u16> {
     rb.send().await.ok().map(|r| r.status().as_u16())
+}
+
+/// An authorised `GET /keys` through the test client.
+fn get_keys(ts: &TestServer) -> reqwest::RequestBuilder {
+    ts.client
+        .get(format!("{}/keys?api-version={API}", ts.base))
+        .bearer_auth(&ts.token)
 }
 
 // ------------------------------------------------------------------ 1. bounded audit rows
@@ -212,15 +281,7 @@ async fn oversized_requests_give_bounded_audit_rows_or_none() {
     }
     let longest = longest_record(&ts);
     assert!(longest < 4096, "an audit record of {longest} bytes");
-    let rows = ts
-        .srv
-        .audit
-        .as_ref()
-        .unwrap()
-        .store()
-        .query(&Default::default())
-        .unwrap();
-    let rec: Value = serde_json::from_str(&rows[0].record).unwrap();
+    let rec = &audit_records(&ts)[0];
     let uri = rec["properties"]["requestUri"].as_str().unwrap();
     assert!(uri.contains("[cut "), "a cut URI says so: {uri}");
     assert!(uri.contains("sha256 "), "{uri}");
@@ -317,19 +378,32 @@ async fn invalid_key_names_are_refused_before_authorisation() {
 
 // ------------------------------------------------------------------ 3. timeouts and caps
 
-fn short(opts: ServerOptions) -> ServerOptions {
-    ServerOptions {
+/// Short header, body and TLS-handshake timeouts.
+fn short() -> HttpLimits {
+    HttpLimits {
         header_timeout: Duration::from_millis(400),
         body_timeout: Duration::from_millis(400),
         idle_timeout: Duration::from_secs(30),
         tls_handshake_timeout: Duration::from_millis(400),
-        ..opts
+        ..Default::default()
     }
+}
+
+/// The default limits changed by `set`, with header and body timeouts long enough for a test
+/// to hold a connection or a request open.
+fn patient(set: impl FnOnce(&mut HttpLimits)) -> HttpLimits {
+    let mut limits = HttpLimits {
+        header_timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    set(&mut limits);
+    limits
 }
 
 #[tokio::test]
 async fn a_client_dripping_headers_is_disconnected() {
-    let ts = TestServer::start_with(short(options())).await;
+    let ts = start_limited(short()).await;
     let mut conn = tls_connect(&ts).await;
     conn.write_all(b"GET /keys?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\n")
         .await
@@ -361,45 +435,28 @@ async fn a_client_dripping_headers_is_disconnected() {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_is_answered() {
-    let ts = TestServer::start_with(short(options())).await;
+    let ts = start_limited(short()).await;
     let before = ts.srv.rejections();
     // Announced larger than the body cap: refused at once, nothing read.
-    let mut conn = tls_connect(&ts).await;
-    let head = format!(
-        "POST /keys/k/create?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
-        ts.token
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut conn = post_head(&ts, "/keys/k/create", 100_000_000, "").await;
     let resp = read_head(&mut conn).await.expect("an answer");
     assert_eq!(status_of(&resp), 413, "{resp}");
 
     // A small body that never comes: 408 after the body timeout.
-    let mut conn = tls_connect(&ts).await;
-    let head = format!(
-        "POST /rng?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"count\"",
-        ts.token
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut conn = post_head(&ts, "/rng", 1000, "{\"count\"").await;
     let resp = read_head(&mut conn).await.expect("an answer");
     assert_eq!(status_of(&resp), 408, "{resp}");
     assert!(ts.srv.rejections().body_timeouts > before.body_timeouts);
     // The refusal is audited like any request.
-    let rows = ts
-        .srv
-        .audit
-        .as_ref()
-        .unwrap()
-        .store()
-        .query(&Default::default())
-        .unwrap();
-    let last: Value = serde_json::from_str(&rows.last().unwrap().record).unwrap();
+    let records = audit_records(&ts);
+    let last = records.last().unwrap();
     assert_eq!(last["properties"]["httpStatusCode"], 408, "{last}");
     ts.srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn slow_tls_handshakes_and_garbage_are_counted_and_closed() {
-    let ts = TestServer::start_with(short(options())).await;
+    let ts = start_limited(short()).await;
     // Nothing sent: closed after the handshake timeout.
     let mut tcp = TcpStream::connect(ts.srv.addr).await.unwrap();
     let mut buf = [0u8; 64];
@@ -421,48 +478,26 @@ async fn slow_tls_handshakes_and_garbage_are_counted_and_closed() {
 
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_and_the_others_keep_working() {
-    let ts = TestServer::start_with(ServerOptions {
-        max_connections: 3,
-        header_timeout: Duration::from_secs(30),
-        ..options()
-    })
-    .await;
+    let ts = start_limited(patient(|l| l.max_connections = 3)).await;
     let mut open = Vec::new();
     for _ in 0..3 {
         open.push(tls_connect(&ts).await);
     }
     // The fourth is closed right after accept: its handshake fails.
-    let config = tls_config(&ts.dir.path().join("tls").join("ca.pem"));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(ts.srv.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let fourth = tokio::time::timeout(BOUND, connector.connect(name, tcp))
+    let fourth = tokio::time::timeout(BOUND, tls_handshake(&ts))
         .await
         .expect("the server answers the fourth connection at once");
     assert!(fourth.is_err(), "a connection over the cap was served");
     assert!(ts.srv.rejections().connections_over_cap >= 1);
 
     // The open ones still work.
-    let request = format!(
-        "GET /keys?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
-        ts.token
-    );
-    open[0].write_all(request.as_bytes()).await.unwrap();
-    let head = read_head(&mut open[0]).await.expect("an answer");
-    assert_eq!(status_of(&head), 200, "{head}");
+    get_keys_on(&ts, &mut open[0]).await;
 
     // Closing one frees a slot.
     drop(open.pop());
     let mut served = false;
     for _ in 0..100 {
-        if try_status(
-            ts.client
-                .get(format!("{}/keys?api-version={API}", ts.base))
-                .bearer_auth(&ts.token),
-        )
-        .await
-            == Some(200)
-        {
+        if try_status(get_keys(&ts)).await == Some(200) {
             served = true;
             break;
         }
@@ -474,27 +509,12 @@ async fn connections_over_the_cap_are_closed_and_the_others_keep_working() {
 
 #[tokio::test]
 async fn requests_over_the_in_flight_cap_get_503() {
-    let ts = TestServer::start_with(ServerOptions {
-        max_in_flight: 1,
-        body_timeout: Duration::from_secs(30),
-        ..options()
-    })
-    .await;
+    let ts = start_limited(patient(|l| l.max_in_flight = 1)).await;
     // A request waiting for its body holds the only slot.
-    let mut slow = tls_connect(&ts).await;
-    let head = format!(
-        "POST /rng?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n",
-        ts.token
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut slow = post_head(&ts, "/rng", 12, "").await;
     let mut shed = None;
     for _ in 0..100 {
-        let r = send_unchecked(
-            ts.client
-                .get(format!("{}/keys?api-version={API}", ts.base))
-                .bearer_auth(&ts.token),
-        )
-        .await;
+        let r = send_unchecked(get_keys(&ts)).await;
         if r.0 == 503 {
             shed = Some(r);
             break;
@@ -518,20 +538,14 @@ async fn idle_connections_are_closed() {
     // By the idle timeout, and (HTTP/1.1) by the header timeout while waiting for the next
     // request: both are ordinary closes, not counted as refusals.
     for (idle, header) in [(300, 30_000), (30_000, 300)] {
-        let ts = TestServer::start_with(ServerOptions {
+        let ts = start_limited(HttpLimits {
             idle_timeout: Duration::from_millis(idle),
             header_timeout: Duration::from_millis(header),
-            ..options()
+            ..Default::default()
         })
         .await;
         let mut conn = tls_connect(&ts).await;
-        let request = format!(
-            "GET /keys?api-version=7.6 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
-            ts.token
-        );
-        conn.write_all(request.as_bytes()).await.unwrap();
-        let head = read_head(&mut conn).await.expect("an answer");
-        assert_eq!(status_of(&head), 200, "{head}");
+        get_keys_on(&ts, &mut conn).await;
         assert!(
             read_to_close(&mut conn).await.is_some(),
             "an idle connection stayed open"
@@ -637,17 +651,8 @@ async fn the_break_glass_admin_is_not_recorded_as_an_access_policy_match() {
     )
     .await;
     assert_eq!(r.0, 200, "{}", r.2);
-    let rows = ts
-        .srv
-        .audit
-        .as_ref()
-        .unwrap()
-        .store()
-        .query(&Default::default())
-        .unwrap();
-    let rec = rows
-        .iter()
-        .map(|r| serde_json::from_str::<Value>(&r.record).unwrap())
+    let rec = audit_records(&ts)
+        .into_iter()
         .find(|v| v["correlationId"] == "break-glass-list")
         .expect("the request's record");
     assert_ne!(

@@ -55,6 +55,14 @@ impl Write for Capture {
     }
 }
 
+/// Waits for this test's turn (see [`SERIAL`]; keep the guard to the test's end), makes sure
+/// the log is captured, and starts a server.
+async fn start_alone() -> (tokio::sync::MutexGuard<'static, ()>, TestServer) {
+    let serial = SERIAL.lock().await;
+    captured_log();
+    (serial, TestServer::start().await)
+}
+
 fn log_text() -> String {
     String::from_utf8_lossy(&captured_log().lock().unwrap()).into_owned()
 }
@@ -104,6 +112,16 @@ fn token_issue_appids(ts: &TestServer) -> Vec<Value> {
         .collect()
 }
 
+/// Sends `n` token requests with the wrong credentials `attempt(i)` gives (client id,
+/// secret), and asserts each is refused with 401, not yet throttled.
+async fn refused_attempts(ts: &TestServer, n: usize, attempt: impl Fn(usize) -> (String, String)) {
+    for i in 0..n {
+        let (client_id, secret) = attempt(i);
+        let r = creds(ts, &client_id, &secret).await;
+        assert_eq!(r.0, 401, "attempt {i}: {}", r.2);
+    }
+}
+
 #[track_caller]
 fn assert_locked(r: &Resp) {
     assert_eq!(r.0, 429, "{}", r.2);
@@ -124,9 +142,7 @@ fn assert_locked(r: &Resp) {
 
 #[tokio::test]
 async fn a_forged_client_id_reaches_neither_the_log_nor_the_audit_record_raw() {
-    let _serial = SERIAL.lock().await;
-    captured_log();
-    let ts = TestServer::start().await;
+    let (_serial, ts) = start_alone().await;
     let pasted_secret = "Zk9yZ2VkLXNlY3JldC12YWx1ZS10aGF0LWlzLWxvbmc";
     let forged = format!("x\r\nINFO forged log line\x1b[31m red {pasted_secret}\x1b[0m");
     let r = creds(&ts, &forged, "anything").await;
@@ -158,8 +174,7 @@ async fn a_forged_client_id_reaches_neither_the_log_nor_the_audit_record_raw() {
 
 #[tokio::test]
 async fn wrong_secrets_lock_the_client_id_without_pbkdf2_work_until_the_lockout_ends() {
-    let _serial = SERIAL.lock().await;
-    let ts = TestServer::start().await;
+    let (_serial, ts) = start_alone().await;
     let (client_id, secret) = identity(&ts, "target").await;
     let (bystander, bystander_secret) = identity(&ts, "bystander").await;
     // A few ordinary mistakes do not lock anyone out, and a success clears them.
@@ -167,10 +182,7 @@ async fn wrong_secrets_lock_the_client_id_without_pbkdf2_work_until_the_lockout_
         assert_eq!(creds(&ts, &client_id, "typo").await.0, 401);
     }
     assert_eq!(creds(&ts, &client_id, &secret).await.0, 200);
-    for i in 0..10 {
-        let r = creds(&ts, &client_id, &format!("guess-{i}")).await;
-        assert_eq!(r.0, 401, "attempt {i}: {}", r.2);
-    }
+    refused_attempts(&ts, 10, |i| (client_id.clone(), format!("guess-{i}"))).await;
     let before = cmkvault_crypto::pbkdf2_derivations();
     assert_locked(&creds(&ts, &client_id, "guess-10").await);
     // The right secret is refused too while the client id is locked.
@@ -196,13 +208,9 @@ async fn wrong_secrets_lock_the_client_id_without_pbkdf2_work_until_the_lockout_
 
 #[tokio::test]
 async fn many_failures_from_one_address_lock_that_address() {
-    let _serial = SERIAL.lock().await;
-    let ts = TestServer::start().await;
+    let (_serial, ts) = start_alone().await;
     let (client_id, secret) = identity(&ts, "innocent").await;
-    for i in 0..100 {
-        let r = creds(&ts, &format!("bogus-{i}"), "guess").await;
-        assert_eq!(r.0, 401, "attempt {i}: {}", r.2);
-    }
+    refused_attempts(&ts, 100, |i| (format!("bogus-{i}"), "guess".into())).await;
     assert_locked(&creds(&ts, "bogus-100", "guess").await);
     assert_locked(&creds(&ts, &client_id, &secret).await);
     ts.advance(61);
@@ -221,9 +229,7 @@ fn thread_number(text: &str) -> u64 {
 /// would be logged from this thread.
 #[tokio::test]
 async fn the_access_snapshot_is_loaded_off_the_async_workers() {
-    let _serial = SERIAL.lock().await;
-    captured_log();
-    let ts = TestServer::start().await;
+    let (_serial, ts) = start_alone().await;
     let (client_id, secret) = identity(&ts, "reader").await;
     ok(ts
         .req(
@@ -270,8 +276,7 @@ fn sign(ts: &TestServer, claims: &Claims) -> String {
 
 #[tokio::test]
 async fn a_token_signed_by_the_right_key_for_another_issuer_is_refused() {
-    let _serial = SERIAL.lock().await;
-    let ts = TestServer::start().await;
+    let (_serial, ts) = start_alone().await;
     let now = ts.now();
     let tenant = ts.srv.tokens.tenant_id().to_string();
     let claims = Claims {

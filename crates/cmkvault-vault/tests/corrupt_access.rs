@@ -1,24 +1,12 @@
 //! Access data that cannot be parsed fails closed: a custom role whose stored action lists are
 //! corrupt grants nothing, and so does a corrupt access-policy permission list.
 
-use std::sync::Arc;
+mod common;
 
-use cmkvault_crypto::RootKey;
-use cmkvault_store::{AccessPolicyRecord, RoleDefinitionRecord, SqliteStore, Store};
+use cmkvault_store::{AccessPolicyRecord, RoleDefinitionRecord, Store};
 use cmkvault_vault::authz::Operation;
-use cmkvault_vault::{Clock, VaultService};
-
-fn service() -> (VaultService, Arc<SqliteStore>) {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    let svc = VaultService::open(
-        store.clone(),
-        RootKey::generate().unwrap(),
-        Clock::default(),
-    )
-    .unwrap();
-    svc.ensure_vault("default", 7).unwrap();
-    (svc, store)
-}
+use cmkvault_vault::VaultService;
+use common::*;
 
 fn allowed(svc: &VaultService, oid: &str, op: Operation) -> bool {
     svc.authorize(oid, "default", op, Some("k"))

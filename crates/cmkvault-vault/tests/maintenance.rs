@@ -2,61 +2,17 @@
 //! does not stop the others; an unreadable rotation policy is reported; every change is gated
 //! and recorded, and a refusing audit stops the run before anything changes.
 
+mod common;
+
 use std::sync::Arc;
 
-use cmkvault_crypto::RootKey;
-use cmkvault_store::{SqliteStore, Store};
+use cmkvault_store::Store;
 use cmkvault_vault::maintenance::{
     MaintenanceAction, MaintenanceAudit, MaintenanceKind, MaintenanceReport, Unaudited,
 };
-use cmkvault_vault::model::CreateKey;
-use cmkvault_vault::rotation::{RotationPolicyInput, Trigger};
-use cmkvault_vault::{Clock, VaultService};
+use common::*;
 
 const DAY: i64 = 86_400;
-
-fn service() -> (Arc<VaultService>, Arc<SqliteStore>) {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    let svc = VaultService::open(
-        store.clone(),
-        RootKey::generate().unwrap(),
-        Clock::default(),
-    )
-    .unwrap();
-    svc.ensure_vault("default", 7).unwrap();
-    (Arc::new(svc), store)
-}
-
-fn oct(svc: &VaultService, name: &str) {
-    svc.create_key(
-        "default",
-        name,
-        CreateKey {
-            kty: "oct-HSM".into(),
-            key_size: Some(256),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-}
-
-fn rotate_after_30_days(svc: &VaultService, name: &str) {
-    svc.set_rotation_policy(
-        "default",
-        name,
-        RotationPolicyInput {
-            lifetime_actions: vec![(
-                Trigger {
-                    time_after_create: Some("P30D".into()),
-                    time_before_expiry: None,
-                },
-                "Rotate".into(),
-            )],
-            expiry_time: None,
-        },
-    )
-    .unwrap();
-}
 
 /// Records what it is told; runs `before` at each gate (a hook between listing and change).
 #[derive(Default)]
@@ -88,6 +44,7 @@ impl MaintenanceAudit for Recorder {
 #[test]
 fn a_key_recovered_after_it_was_found_due_is_not_purged() {
     let (svc, _) = service();
+    let svc = Arc::new(svc);
     oct(&svc, "kept");
     oct(&svc, "gone");
     svc.delete_key("default", "kept").unwrap();
@@ -127,7 +84,7 @@ fn one_failing_key_does_not_stop_the_others_and_a_corrupt_policy_is_reported() {
     let (svc, store) = service();
     for name in ["a", "b", "c", "d"] {
         oct(&svc, name);
-        rotate_after_30_days(&svc, name);
+        rotate_after_30_days(&svc, name, None);
     }
     // b's latest version no longer parses; d's rotation policy is not JSON.
     let b = store.version_latest("default", "b").unwrap().unwrap();
@@ -166,7 +123,7 @@ fn a_refusing_audit_gate_stops_maintenance_before_any_change() {
     let (svc, _) = service();
     oct(&svc, "old");
     oct(&svc, "due");
-    rotate_after_30_days(&svc, "due");
+    rotate_after_30_days(&svc, "due", None);
     svc.delete_key("default", "old").unwrap();
     svc.clock().advance(30 * DAY);
     let mut audit = Recorder {

@@ -1,5 +1,7 @@
 //! Domain tests over a real (in-memory) SQLite store: sealing, lifecycle rules, cache coherence.
 
+mod common;
+
 use std::sync::Arc;
 
 use cmkvault_crypto::RootKey;
@@ -8,38 +10,10 @@ use cmkvault_vault::maintenance::Unaudited;
 use cmkvault_vault::model::{
     Alg, CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey,
 };
-use cmkvault_vault::rotation::{RotationPolicyInput, Trigger};
 use cmkvault_vault::{
     Clock, InternalError, KeyError, RequestError, VaultError, VaultService, VaultStateError,
 };
-
-fn service_with(store: Arc<SqliteStore>, root: RootKey) -> VaultService {
-    let svc = VaultService::open(store, root, Clock::default()).unwrap();
-    svc.ensure_vault("default", 7).unwrap();
-    svc
-}
-
-fn service() -> (VaultService, Arc<SqliteStore>) {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    (
-        service_with(store.clone(), RootKey::generate().unwrap()),
-        store,
-    )
-}
-
-fn oct(svc: &VaultService, name: &str) -> String {
-    svc.create_key(
-        "default",
-        name,
-        CreateKey {
-            kty: "oct-HSM".into(),
-            key_size: Some(256),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .version
-}
+use common::*;
 
 fn wrap(svc: &VaultService, name: &str, version: Option<&str>) -> Result<Vec<u8>, VaultError> {
     let input = CryptoInput::new(Alg::A256Kw, vec![7u8; 32]);
@@ -246,21 +220,7 @@ fn cache_sees_updates_and_rotation() {
 fn rotation_policy_expiry_and_auto_rotation() {
     let (svc, _) = service();
     let v1 = oct(&svc, "k");
-    svc.set_rotation_policy(
-        "default",
-        "k",
-        RotationPolicyInput {
-            lifetime_actions: vec![(
-                Trigger {
-                    time_after_create: Some("P30D".into()),
-                    time_before_expiry: None,
-                },
-                "Rotate".into(),
-            )],
-            expiry_time: Some("P90D".into()),
-        },
-    )
-    .unwrap();
+    rotate_after_30_days(&svc, "k", Some("P90D"));
     svc.clock().advance(29 * 86_400);
     assert_eq!(svc.run_maintenance(&mut Unaudited).unwrap().rotated, 0);
     svc.clock().advance(86_400);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cmkvault_server::{datadir, ServerOptions};
+use cmkvault_server::{datadir, HttpLimits, ServerOptions};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
 
 /// A self-hosted customer-managed-key vault for AI and ML data, speaking the Azure Key Vault
@@ -263,12 +263,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let tls_handshake_timeout = timeout("tls-handshake-timeout", &args.tls_handshake_timeout)?;
     let data = datadir::open(&args.data.data, root_key_env().as_deref())?;
     let opts = ServerOptions {
-        max_connections: args.max_connections,
-        max_in_flight: args.max_in_flight,
-        header_timeout,
-        body_timeout,
-        idle_timeout,
-        tls_handshake_timeout,
+        limits: HttpLimits {
+            max_connections: args.max_connections,
+            max_in_flight: args.max_in_flight,
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            tls_handshake_timeout,
+            ..Default::default()
+        },
         listen: args.listen,
         vault_domain: args.vault_domain,
         public_url: args.public_url,
