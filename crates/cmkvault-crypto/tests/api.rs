@@ -1,4 +1,10 @@
 //! Round trips and error behaviour of the public API.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
 
 mod common;
 

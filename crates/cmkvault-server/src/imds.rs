@@ -193,7 +193,7 @@ fn issue(imds: &Imds, view: &AccessView, req: &Request) -> (Response, Option<(St
 }
 
 /// Starts the managed-identity endpoint on a loopback address; returns the bound address.
-pub async fn start(
+pub(crate) async fn start(
     listen: SocketAddr,
     state: Arc<AppState>,
     identities: Vec<String>,

@@ -6,6 +6,8 @@
 //! through the shared helpers in [`http`]; [`error`] maps domain errors to Azure-shaped JSON
 //! in one place; [`wire`] holds the JSON shapes.
 
+#![forbid(unsafe_code)]
+
 pub mod alerts;
 mod conn;
 pub mod datadir;

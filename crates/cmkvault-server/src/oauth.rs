@@ -25,7 +25,7 @@ use crate::throttle::client_key;
 use crate::AppState;
 
 /// Lifetime of issued access tokens.
-pub const TOKEN_TTL_SECS: i64 = 3600;
+pub(crate) const TOKEN_TTL_SECS: i64 = 3600;
 /// Largest token request body.
 const MAX_FORM: usize = 16 * 1024;
 

@@ -23,13 +23,13 @@ use crate::AppState;
 /// Most bytes of caller-supplied text kept in an audit record field.
 pub(crate) mod audit_limits {
     /// Request URI (with query).
-    pub const URI: usize = 2048;
+    pub(crate) const URI: usize = 2048;
     /// Key id.
-    pub const KEY_ID: usize = 512;
+    pub(crate) const KEY_ID: usize = 512;
     /// User agent, correlation id, client id, result description.
-    pub const TEXT: usize = 256;
+    pub(crate) const TEXT: usize = 256;
     /// Vault, operation, api-version, ids, address.
-    pub const SHORT: usize = 128;
+    pub(crate) const SHORT: usize = 128;
 }
 
 /// `text` if it has at most `max` bytes; otherwise its start, followed by the length and a

@@ -81,20 +81,30 @@ pub fn attributes_input(a: Option<AttributesWire>) -> AttributesInput {
 /// `KeyCreateParameters`.
 #[derive(Deserialize)]
 pub struct CreateWire {
+    /// Key type (`RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct`, `oct-HSM`).
     pub kty: String,
+    /// Key size in bits (RSA, oct).
     pub key_size: Option<u32>,
+    /// RSA public exponent.
     pub public_exponent: Option<u64>,
+    /// Elliptic curve name.
     pub crv: Option<String>,
+    /// Permitted operations (`key_ops`).
     pub key_ops: Option<Vec<String>>,
+    /// `enabled`, `nbf`, `exp`, `exportable`.
     pub attributes: Option<AttributesWire>,
+    /// Application tags.
     pub tags: Option<BTreeMap<String, String>>,
+    /// Secure key release policy (kept, not enforced).
     pub release_policy: Option<Value>,
 }
 
 /// The JWK inside `KeyImportParameters`.
 #[derive(Deserialize)]
 pub struct JwkWire {
+    /// Key type (`RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct`, `oct-HSM`).
     pub kty: String,
+    /// Permitted operations (`key_ops`).
     pub key_ops: Option<Vec<String>>,
     n: Option<String>,
     e: Option<String>,
@@ -148,20 +158,29 @@ impl JwkWire {
 /// `KeyImportParameters`.
 #[derive(Deserialize)]
 pub struct ImportWire {
+    /// The key as a private JWK.
     pub key: JwkWire,
+    /// Whether the key should be HSM-protected (`Hsm`).
     #[serde(rename = "Hsm")]
     pub hsm: Option<bool>,
+    /// `enabled`, `nbf`, `exp`, `exportable`.
     pub attributes: Option<AttributesWire>,
+    /// Application tags.
     pub tags: Option<BTreeMap<String, String>>,
+    /// Secure key release policy (kept, not enforced).
     pub release_policy: Option<Value>,
 }
 
 /// `KeyUpdateParameters`.
 #[derive(Deserialize)]
 pub struct UpdateWire {
+    /// Permitted operations (`key_ops`).
     pub key_ops: Option<Vec<String>>,
+    /// `enabled`, `nbf`, `exp`, `exportable`.
     pub attributes: Option<AttributesWire>,
+    /// Application tags.
     pub tags: Option<BTreeMap<String, String>>,
+    /// Secure key release policy (kept, not enforced).
     pub release_policy: Option<Value>,
 }
 
@@ -176,23 +195,31 @@ pub fn parse_alg(name: &str) -> Result<Alg, ApiError> {
 /// `KeyOperationsParameters`, `KeySignParameters` and `KeyVerifyParameters` in one.
 #[derive(Deserialize)]
 pub struct OperationWire {
+    /// JWA algorithm name; parsed once by [`parse_alg`].
     pub alg: String,
+    /// The payload, base64url.
     pub value: String,
+    /// Initialisation vector (AES), base64url.
     pub iv: Option<String>,
+    /// Additional authenticated data (AES-GCM), base64url.
     pub aad: Option<String>,
+    /// Authentication tag (AES-GCM decrypt), base64url.
     pub tag: Option<String>,
+    /// Digest to verify against (verify), base64url.
     pub digest: Option<String>,
 }
 
 /// `{"value": ...}` bodies (restore).
 #[derive(Deserialize)]
 pub struct ValueWire {
+    /// The payload, base64url.
     pub value: String,
 }
 
 /// `{"count": n}` (rng).
 #[derive(Deserialize)]
 pub struct RngWire {
+    /// Number of random bytes (1 to 128).
     pub count: i64,
 }
 

@@ -2,6 +2,12 @@
 //! api-version checks, malformed and ill-typed bodies, invalid names and values, body size,
 //! paging bounds and unknown routes. Every response is checked for the Azure error shape and
 //! for the absence of 5xx by the shared helpers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
 
 mod common;
 

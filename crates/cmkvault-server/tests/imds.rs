@@ -1,4 +1,10 @@
 //! The IMDS-shaped managed-identity endpoint: tokens for the host's identities, loopback only.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
 
 mod common;
 

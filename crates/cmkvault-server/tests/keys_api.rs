@@ -2,6 +2,12 @@
 //! get (latest, trailing slash, by version, unversioned crypto), update, list with paging,
 //! versions, backup/restore, rotate, rotation policies (validation, defaults, auto-rotation)
 //! and random bytes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
 
 mod common;
 

@@ -5,6 +5,12 @@
 //!
 //! The tests share process-wide state (a log capture, the PBKDF2 counter), so they run one at
 //! a time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
 
 mod common;
 

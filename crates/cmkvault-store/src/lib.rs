@@ -7,6 +7,8 @@
 //! changes more than one row runs in one transaction, and a method returns only after its
 //! transaction is durable (WAL with `synchronous=FULL`), so a caller may acknowledge on return.
 
+#![forbid(unsafe_code)]
+
 mod audit;
 pub mod conformance;
 mod files;

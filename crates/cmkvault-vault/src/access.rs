@@ -79,7 +79,7 @@ pub(crate) struct AccessCache {
 
 impl AccessCache {
     /// Drops the snapshot; call after every change to access data or vault settings.
-    pub fn invalidate(&self) {
+    pub(crate) fn invalidate(&self) {
         // A poisoned lock still holds valid data (plain assignments); never skip an
         // invalidation because of one.
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());

@@ -46,14 +46,14 @@ pub(crate) struct BackupDoc {
 
 impl BackupVersion {
     /// Private material, decoded.
-    pub fn private_bytes(&self) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    pub(crate) fn private_bytes(&self) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         B64.decode(&self.private)
             .map(Zeroizing::new)
             .map_err(|_| bad_blob())
     }
 
     /// Encodes private material.
-    pub fn encode_private(bytes: &[u8]) -> String {
+    pub(crate) fn encode_private(bytes: &[u8]) -> String {
         B64.encode(bytes)
     }
 }

@@ -47,12 +47,12 @@ fn slot(vault: &str, name: &str) -> (String, String) {
 
 impl KeyCache {
     /// The current generation; pass it back to `insert`.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.inner.read().map(|i| i.generation).unwrap_or(u64::MAX)
     }
 
     /// A cached version (`None` for the latest).
-    pub fn get(
+    pub(crate) fn get(
         &self,
         vault: &str,
         name: &str,
@@ -67,7 +67,7 @@ impl KeyCache {
     }
 
     /// Caches a version loaded at `generation`; ignored if the key changed since.
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         vault: &str,
         generation: u64,
@@ -91,7 +91,7 @@ impl KeyCache {
     }
 
     /// Drops everything cached for a key; call after every change to it.
-    pub fn invalidate(&self, vault: &str, name: &str) {
+    pub(crate) fn invalidate(&self, vault: &str, name: &str) {
         if let Ok(mut inner) = self.inner.write() {
             inner.generation += 1;
             inner.keys.remove(&slot(vault, name));

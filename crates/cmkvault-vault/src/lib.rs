@@ -7,6 +7,8 @@
 //! renders what comes back. Calls are synchronous (they may do RSA work or fsync): run them on a
 //! blocking pool from async code.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod audit;
 pub mod authz;

@@ -25,7 +25,7 @@ const ROOT_CHECK_AAD: &[u8] = b"cmkvault:root-key-check:v1";
 const ROOT_CHECK_VALUE: &[u8] = b"cmkvault root key check";
 
 /// Azure's page size cap for listings.
-pub const MAX_PAGE: usize = 25;
+pub(crate) const MAX_PAGE: usize = 25;
 
 /// Settings of one vault, as the management API shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]

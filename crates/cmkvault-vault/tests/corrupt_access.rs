@@ -1,5 +1,11 @@
 //! Access data that cannot be parsed fails closed: a custom role whose stored action lists are
 //! corrupt grants nothing, and so does a corrupt access-policy permission list.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
 
 mod common;
 

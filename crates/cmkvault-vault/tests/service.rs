@@ -1,4 +1,10 @@
 //! Domain tests over a real (in-memory) SQLite store: sealing, lifecycle rules, cache coherence.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
 
 mod common;
 

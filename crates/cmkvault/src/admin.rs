@@ -13,7 +13,7 @@ use crate::ClientArgs;
 
 /// `cmkvault identity` subcommands.
 #[derive(Subcommand)]
-pub enum IdentityCommand {
+pub(crate) enum IdentityCommand {
     /// Create an identity (service principal); prints its ids and its client secret (once).
     Create {
         /// Name (1-128 letters, digits, '-', '_' or '.').
@@ -58,7 +58,7 @@ pub enum IdentityCommand {
 
 /// `cmkvault role` subcommands.
 #[derive(Subcommand)]
-pub enum RoleCommand {
+pub(crate) enum RoleCommand {
     /// Assign a role to an identity on a vault, or on one key of it.
     Assign {
         /// Vault name.
@@ -134,7 +134,7 @@ pub enum RoleCommand {
 
 /// `cmkvault vault policy` subcommands.
 #[derive(Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Set an identity's key permissions on a vault (replacing earlier ones).
     Set {
         /// Vault name.
@@ -278,7 +278,7 @@ async fn send_and_print_secret(
 }
 
 /// Runs an identity subcommand.
-pub async fn identity(cmd: IdentityCommand) -> Result<()> {
+pub(crate) async fn identity(cmd: IdentityCommand) -> Result<()> {
     match cmd {
         IdentityCommand::Create {
             name,
@@ -355,7 +355,7 @@ fn print_assignment_line(a: &Value) {
 }
 
 /// Runs a role subcommand.
-pub async fn role(cmd: RoleCommand) -> Result<()> {
+pub(crate) async fn role(cmd: RoleCommand) -> Result<()> {
     match cmd {
         RoleCommand::Assign {
             vault,
@@ -527,7 +527,7 @@ fn permissions(p: &Value) -> String {
 }
 
 /// Runs a `vault policy` subcommand.
-pub async fn policy(cmd: PolicyCommand) -> Result<()> {
+pub(crate) async fn policy(cmd: PolicyCommand) -> Result<()> {
     match cmd {
         PolicyCommand::Set {
             name,
@@ -593,7 +593,7 @@ pub async fn policy(cmd: PolicyCommand) -> Result<()> {
 }
 
 /// `cmkvault denials`: one line per counter (count, principal, vault, key).
-pub async fn denials(client: ClientArgs) -> Result<()> {
+pub(crate) async fn denials(client: ClientArgs) -> Result<()> {
     let v = Client::new(&client)?
         .send("GET", "/management/denials", None)
         .await?;

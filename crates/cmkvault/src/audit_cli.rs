@@ -14,7 +14,7 @@ use crate::{ClientArgs, DataArgs};
 
 /// `cmkvault audit` subcommands.
 #[derive(Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Walk the hash chain and check every signed checkpoint; names the first broken record.
     Verify {
         #[command(flatten)]
@@ -80,7 +80,7 @@ pub enum AuditCommand {
 
 /// Filters shared by query.
 #[derive(Args)]
-pub struct FilterArgs {
+pub(crate) struct FilterArgs {
     /// Records at or after this time: RFC 3339 (2026-11-23T10:00:00Z) or a duration ago (15m, 2h, 7d).
     #[arg(long)]
     since: Option<String>,
@@ -292,7 +292,7 @@ fn parse_days(text: &str) -> Result<u64> {
 }
 
 /// Runs an audit subcommand.
-pub async fn run(cmd: AuditCommand) -> Result<()> {
+pub(crate) async fn run(cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Checkpoint { client } => {
             let v = crate::client::Client::new(&client)?

@@ -60,7 +60,7 @@ const RAW_BATCH: u64 = 8;
 
 /// Arguments of `cmkvault bench`.
 #[derive(Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Operation: unwrapkey, wrapkey, sign, decrypt or get.
     pub op: String,
     /// Concurrent clients, each with its own keep-alive HTTPS (HTTP/1.1) connection.
@@ -933,7 +933,7 @@ fn secs(d: Duration) -> String {
 // ------------------------------------------------------------------------------ entry point
 
 /// Runs the benchmark.
-pub async fn run(args: BenchArgs) -> Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     let op = Op::parse(&args.op)?;
     let duration = crate::parse_duration(&args.duration).context("--duration")?;
     if duration < Duration::from_secs(1) || duration > MAX_DURATION {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::ClientArgs;
 
 /// Builds a rustls client config trusting the PEM certificates in `ca`.
-pub fn tls_config(ca: &Path) -> Result<rustls::ClientConfig> {
+pub(crate) fn tls_config(ca: &Path) -> Result<rustls::ClientConfig> {
     let pem = std::fs::read(ca).with_context(|| format!("cannot read CA file {}", ca.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -31,7 +31,7 @@ pub fn tls_config(ca: &Path) -> Result<rustls::ClientConfig> {
 }
 
 /// Builds a reqwest client that trusts `ca`, with keep-alive.
-pub fn http_client(ca: &Path) -> Result<reqwest::Client> {
+pub(crate) fn http_client(ca: &Path) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls_config(ca)?)
         .build()
@@ -39,14 +39,14 @@ pub fn http_client(ca: &Path) -> Result<reqwest::Client> {
 }
 
 /// The CA to trust: `--ca`, else `DATA/tls/ca.pem`.
-pub fn ca_path(args: &ClientArgs) -> PathBuf {
+pub(crate) fn ca_path(args: &ClientArgs) -> PathBuf {
     args.ca
         .clone()
         .unwrap_or_else(|| args.data.data.join("tls").join("ca.pem"))
 }
 
 /// A management-API client.
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     url: String,
     token: String,
@@ -54,7 +54,7 @@ pub struct Client {
 
 impl Client {
     /// From the command line and environment.
-    pub fn new(args: &ClientArgs) -> Result<Self> {
+    pub(crate) fn new(args: &ClientArgs) -> Result<Self> {
         let token = std::env::var("CMKVAULT_TOKEN").unwrap_or_default();
         if token.trim().is_empty() {
             bail!("CMKVAULT_TOKEN is not set: export CMKVAULT_TOKEN=$(cmkvault token --data DIR)");
@@ -70,7 +70,12 @@ impl Client {
     }
 
     /// Sends a request and returns the JSON body, or an error naming the server's message.
-    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let url = format!("{}{path}", self.url);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);

@@ -1,6 +1,8 @@
 //! The `cmkvault` command: serve the vault, issue the break-glass token, manage vaults,
 //! identities, roles and access policies, bench.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod audit_cli;
 mod bench;
