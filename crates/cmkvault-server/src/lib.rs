@@ -1,9 +1,9 @@
 //! The cmkvault HTTPS server: the Azure Key Vault keys REST API over rustls.
 //!
-//! Thin by design: [`pipeline`] runs every request (Host → vault, bearer challenge,
-//! routing, authorisation, audit); [`keys`], [`management`] and [`oauth`] are the route
+//! Thin by design: `pipeline` runs every request (Host → vault, bearer challenge,
+//! routing, authorisation, audit); `keys`, `management` and `oauth` are the route
 //! families, which call the domain ([`cmkvault_vault::VaultService`]) on the blocking pool
-//! through the shared helpers in [`http`]; [`error`] maps domain errors to Azure-shaped JSON
+//! through the shared helpers in `http`; [`error`] maps domain errors to Azure-shaped JSON
 //! in one place; [`wire`] holds the JSON shapes.
 
 #![forbid(unsafe_code)]

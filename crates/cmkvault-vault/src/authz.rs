@@ -1,7 +1,7 @@
 //! Authorisation: operations, Azure RBAC roles and legacy access policies.
 //!
 //! Every request maps to one [`Operation`], which names its audit `operationName`, its RBAC
-//! dataAction and its access-policy permission. [`decide`] answers whether a principal may run it
+//! dataAction and its access-policy permission. [`decide_rbac`] and [`decide_policy`] answer whether a principal may run it
 //! on a vault (and key), deny by default: RBAC for vaults with `enableRbacAuthorization=true`,
 //! access policies otherwise.
 
