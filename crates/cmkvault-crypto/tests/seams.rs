@@ -1,11 +1,12 @@
 //! The key-material seams: typed `Alg`/`KeyOp`, `KeyRef` (including rows written before it
 //! existed), the software `KeyBackend` and the `Sealer`.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 use std::sync::Arc;
 

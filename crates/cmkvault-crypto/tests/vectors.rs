@@ -1,10 +1,11 @@
 //! Known-answer tests from RFC 7515 (JWS) Appendix A and RFC 7520 (JOSE cookbook) section 5.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

@@ -4,12 +4,13 @@
 //!
 //! Expectations come from explicit tables written here from the Azure role definitions, never
 //! from the product's own decision function.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

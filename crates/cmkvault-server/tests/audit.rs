@@ -4,12 +4,13 @@
 //! durable refuses the request (503, fail-closed) and the log recovers without a gap; signed
 //! checkpoints verify and forgeries fail; pruning keeps the chain verifiable; denial alerts
 //! reach a local webhook as one CloudEvent.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

@@ -1,12 +1,13 @@
 //! Key operations over HTTPS: encrypt/decrypt, wrap/unwrap and sign/verify for every
 //! algorithm family, cross-checked with aws-lc-rs on the client side where the algorithm is
 //! public-key; and the enabled/nbf/exp/key_ops checks.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

@@ -2,12 +2,13 @@
 //! api-version checks, malformed and ill-typed bodies, invalid names and values, body size,
 //! paging bounds and unknown routes. Every response is checked for the Azure error shape and
 //! for the absence of 5xx by the shared helpers.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

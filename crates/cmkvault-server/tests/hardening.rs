@@ -3,12 +3,13 @@
 //! the directories 0700 (also when the operator made them wider); a root key file others can
 //! read is refused; automatic purge and rotation are recorded as the system principal and do
 //! nothing while the audit log cannot be written; a corrupt stored key is an internal error.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

@@ -4,12 +4,13 @@
 //! counters, and no access-policy match claimed for the break-glass administrator.
 //!
 //! Timeouts are set short in each test's options; waits are bounded and never assert speed.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

@@ -1,10 +1,11 @@
 //! The IMDS-shaped managed-identity endpoint: tokens for the host's identities, loopback only.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

@@ -2,12 +2,13 @@
 //! get (latest, trailing slash, by version, unversioned crypto), update, list with paging,
 //! versions, backup/restore, rotate, rotation policies (validation, defaults, auto-rotation)
 //! and random bytes.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

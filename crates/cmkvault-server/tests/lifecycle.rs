@@ -1,11 +1,12 @@
 //! Soft delete, recover, purge, purge protection, auto-purge, named vaults, restart
 //! persistence and root-key checks.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

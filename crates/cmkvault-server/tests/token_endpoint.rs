@@ -5,12 +5,13 @@
 //!
 //! The tests share process-wide state (a log capture, the PBKDF2 counter), so they run one at
 //! a time.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

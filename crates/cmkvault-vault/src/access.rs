@@ -344,9 +344,6 @@ impl VaultService {
         op: Operation,
         key: Option<&str>,
     ) -> VaultResult<Result<(), Denial>> {
-        if principal == BOOTSTRAP_ADMIN_OID {
-            return Ok(Ok(()));
-        }
         self.access_view()?.authorize(principal, vault, op, key)
     }
 

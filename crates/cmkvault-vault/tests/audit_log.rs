@@ -1,12 +1,13 @@
 //! Starting and stopping the audit log: a log whose end is unsigned (the writer died without
 //! a checkpoint) is signed at start, before anything new is written; a stopped (or dropped)
 //! log leaves the directory alone afterwards.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,11 +1,12 @@
 //! Access data that cannot be parsed fails closed: a custom role whose stored action lists are
 //! corrupt grants nothing, and so does a corrupt access-policy permission list.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

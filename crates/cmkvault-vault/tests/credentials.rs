@@ -1,12 +1,13 @@
 //! Client-credential checks do the same work for an unknown client id as for a known one with a
 //! wrong secret. One test in this binary: it counts the process's PBKDF2 derivations, which a
 //! test running alongside would disturb.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 use std::sync::Arc;
 

@@ -1,10 +1,11 @@
 //! The audit writer's group commit waits for records of requests still running.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,12 +1,13 @@
 //! Automatic maintenance: a key recovered after it was found due survives; one failing key
 //! does not stop the others; an unreadable rotation policy is reported; every change is gated
 //! and recorded, and a refusing audit stops the run before anything changes.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

@@ -1,10 +1,11 @@
 //! Domain tests over a real (in-memory) SQLite store: sealing, lifecycle rules, cache coherence.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

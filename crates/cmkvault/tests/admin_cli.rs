@@ -1,12 +1,13 @@
 //! The administration commands end to end against `cmkvault serve` on a free loopback port:
 //! `identity`, `role`, `vault update --rbac-authorization`, `vault policy`, `denials`,
 //! `audit checkpoint` and `audit prune`; bad input gives one `error:` line and a non-zero exit.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

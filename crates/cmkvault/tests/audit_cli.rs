@@ -1,12 +1,13 @@
 //! `cmkvault audit verify|tail|query|export` end to end on the binary: a log made by
 //! `cmkvault serve` verifies; edited, deleted and reordered rows, edited export lines and
 //! forged checkpoint signatures are each reported as one `error:` line naming the record.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

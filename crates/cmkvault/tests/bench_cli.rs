@@ -1,12 +1,13 @@
 //! `cmkvault bench`: a short run against the embedded server prints its metric lines, and
 //! `--audit both` loads an audit-on and an audit-off server in alternating slices and reports
 //! both throughputs and their ratio. Figures are printed, never asserted (the machine is noisy).
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

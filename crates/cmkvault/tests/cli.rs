@@ -1,12 +1,13 @@
 //! The `cmkvault` binary end to end: `serve` on a free loopback port, `token`, and the
 //! `vault` management commands; bad input gives exactly one `error:` line on stderr and a
 //! non-zero exit, never a panic or a backtrace.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 

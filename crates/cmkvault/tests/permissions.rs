@@ -1,11 +1,12 @@
 //! `cmkvault serve` refuses a root key file that group or others can read, with one error
 //! line naming the fix, and no panic.
+// Test code may unwrap, expect and panic.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     unreachable_pub
-)] // test code
+)]
 
 mod common;
 
