@@ -1,9 +1,11 @@
-//! Connection handling: the TLS accept loop with a connection cap, TLS-handshake, header,
-//! body and idle timeouts, header-size caps, an in-flight request cap (503 beyond it), and
-//! counters of what was refused before the request handler ran.
+//! Connection handling: the accept loop with a connection cap, TLS-handshake, header, body
+//! and idle timeouts, header-size caps, an in-flight request cap (503 beyond it), and counters
+//! of what was refused before the request handler ran.
 //!
 //! Built from tokio's `TcpListener`, tokio-rustls and hyper's HTTP/1.1 and HTTP/2 connection
 //! builders (chosen by ALPN), so every limit is enforced by the code that reads the socket.
+//! The same loop serves plain HTTP/1.1 ([`Transport::Plain`]) for the loopback
+//! managed-identity endpoint.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +27,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-/// Connection and request limits of the HTTPS listener ([`crate::ServerOptions::limits`]).
+/// Connection and request limits of the HTTPS listener and of the managed-identity endpoint
+/// ([`crate::ServerOptions::limits`]).
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Open connections at most; a connection over the cap is closed right after accept.
@@ -263,8 +266,8 @@ struct Activity {
     read_at_last_end: AtomicU64,
 }
 
-/// The TLS stream, counting the bytes the client sends (to tell a slow request head from a
-/// kept-alive connection that simply sent nothing more).
+/// The connection's stream (TLS or plain), counting the bytes the client sends (to tell a
+/// slow request head from a kept-alive connection that simply sent nothing more).
 struct Counted<T> {
     inner: T,
     activity: Arc<Activity>,
@@ -387,16 +390,32 @@ fn head_size<B>(req: &Request<B>) -> usize {
         + target
 }
 
-/// Serves `app` on `listener` over TLS until `handle` asks it to stop.
+/// What runs between accept and HTTP on a connection.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    /// A TLS handshake (within `tls_handshake_timeout`), then HTTP/2 or HTTP/1.1 by ALPN.
+    Tls(tokio_rustls::TlsAcceptor),
+    /// Nothing: plain HTTP/1.1 on the TCP stream (the loopback managed-identity endpoint).
+    Plain,
+}
+
+impl Transport {
+    /// TLS with this server configuration.
+    pub(crate) fn tls(config: Arc<rustls::ServerConfig>) -> Self {
+        Transport::Tls(tokio_rustls::TlsAcceptor::from(config))
+    }
+}
+
+/// Serves `app` on `listener` (over TLS or plain, as `transport` says) until `handle` asks it
+/// to stop.
 pub(crate) async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    transport: Transport,
     app: axum::Router,
     limits: Limits,
     stats: Arc<ConnStats>,
     handle: ServerHandle,
 ) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let shared = Shared {
         app,
@@ -430,10 +449,10 @@ pub(crate) async fn serve(
                 };
                 let _ = tcp.set_nodelay(true);
                 let shared = shared.clone();
-                let acceptor = acceptor.clone();
+                let transport = transport.clone();
                 let stop = handle.subscribe();
                 tasks.spawn(async move {
-                    connection(tcp, peer, acceptor, shared, stop).await;
+                    connection(tcp, peer, transport, shared, stop).await;
                     drop(permit);
                 });
             }
@@ -452,16 +471,19 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// One connection: TLS handshake, then HTTP/2 or HTTP/1.1 by ALPN, with the idle timeout and
-/// graceful shutdown.
+/// One connection: the TLS handshake (if any), then HTTP.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: tokio_rustls::TlsAcceptor,
+    transport: Transport,
     shared: Shared,
-    mut stop: watch::Receiver<Option<Option<Duration>>>,
+    stop: watch::Receiver<Option<Option<Duration>>>,
 ) {
-    let stats = shared.stats.clone();
+    let acceptor = match transport {
+        Transport::Tls(acceptor) => acceptor,
+        Transport::Plain => return http(tcp, false, peer, shared, stop).await,
+    };
+    let stats = &shared.stats;
     let tls = match tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(tcp))
         .await
     {
@@ -480,6 +502,21 @@ async fn connection(
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    http(tls, h2, peer, shared, stop).await;
+}
+
+/// HTTP on an established stream (HTTP/2 when `h2`, otherwise HTTP/1.1), with the header,
+/// body and idle timeouts, the header-size and in-flight caps, and graceful shutdown.
+async fn http<S>(
+    stream: S,
+    h2: bool,
+    peer: SocketAddr,
+    shared: Shared,
+    mut stop: watch::Receiver<Option<Option<Duration>>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = shared.stats.clone();
     let activity = Arc::new(Activity {
         in_flight: AtomicUsize::new(0),
         last: Mutex::new(Instant::now()),
@@ -533,7 +570,7 @@ async fn connection(
         })
     };
     let io = TokioIo::new(Counted {
-        inner: tls,
+        inner: stream,
         activity: activity.clone(),
     });
     let limits = &shared.limits;

@@ -135,19 +135,19 @@ fn map(e: &VaultError) -> ApiError {
                  period has passed.",
             ),
             KeyError::OperationNotPermitted(op) => forbidden(
-                format!("Operation {op} is not permitted on this key."),
+                format!("Operation {} is not permitted on this key.", op.as_str()),
                 "KeyOperationForbidden",
             ),
             KeyError::Disabled(op) => forbidden(
-                format!("Operation {op} is not allowed on a disabled key."),
+                format!("Operation {} is not allowed on a disabled key.", op.as_str()),
                 "KeyDisabled",
             ),
             KeyError::NotYetValid(op) => forbidden(
-                format!("Operation {op} is not allowed: the key is not yet valid (nbf)."),
+                format!("Operation {} is not allowed: the key is not yet valid (nbf).", op.as_str()),
                 "KeyNotYetValid",
             ),
             KeyError::Expired(op) => forbidden(
-                format!("Operation {op} is not allowed: the key has expired (exp)."),
+                format!("Operation {} is not allowed: the key has expired (exp).", op.as_str()),
                 "KeyExpired",
             ),
             _ => internal(INTERNAL_MESSAGE),
@@ -244,6 +244,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cmkvault_vault::model::KeyOp;
     use cmkvault_vault::StoreError;
 
     const KEY_NOT_FOUND: &str = "A key with (name/id) k/v1 was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command.";
@@ -274,10 +275,10 @@ mod tests {
             inner(row(KeyError::DeletedButRecoverable("k".into()), 409, "Conflict", "Key k is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged."), "ObjectIsDeletedButRecoverable"),
             row(KeyError::RestoreConflict("k".into()), 409, "Conflict", "There was a conflict restoring the key 'k': a key with this name already exists."),
             row(KeyError::PurgeProtected, 403, "Forbidden", "Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed."),
-            inner(row(KeyError::OperationNotPermitted("wrapKey"), 403, "Forbidden", "Operation wrapKey is not permitted on this key."), "KeyOperationForbidden"),
-            inner(row(KeyError::Disabled("sign"), 403, "Forbidden", "Operation sign is not allowed on a disabled key."), "KeyDisabled"),
-            inner(row(KeyError::NotYetValid("encrypt"), 403, "Forbidden", "Operation encrypt is not allowed: the key is not yet valid (nbf)."), "KeyNotYetValid"),
-            inner(row(KeyError::Expired("wrapKey"), 403, "Forbidden", "Operation wrapKey is not allowed: the key has expired (exp)."), "KeyExpired"),
+            inner(row(KeyError::OperationNotPermitted(KeyOp::WrapKey), 403, "Forbidden", "Operation wrapKey is not permitted on this key."), "KeyOperationForbidden"),
+            inner(row(KeyError::Disabled(KeyOp::Sign), 403, "Forbidden", "Operation sign is not allowed on a disabled key."), "KeyDisabled"),
+            inner(row(KeyError::NotYetValid(KeyOp::Encrypt), 403, "Forbidden", "Operation encrypt is not allowed: the key is not yet valid (nbf)."), "KeyNotYetValid"),
+            inner(row(KeyError::Expired(KeyOp::WrapKey), 403, "Forbidden", "Operation wrapKey is not allowed: the key has expired (exp)."), "KeyExpired"),
             row(AccessError::PrincipalNotFound("svc".into()), 404, "NotFound", "No principal 'svc' exists."),
             row(AccessError::PrincipalExists("svc".into()), 409, "Conflict", "An identity named 'svc' already exists."),
             row(AccessError::RoleNotFound("r".into()), 404, "NotFound", "No role 'r' exists."),

@@ -6,6 +6,9 @@
 //! with `Metadata: true` returns a vault token for the host's managed identity (or, with
 //! `client_id`/`object_id`/`mi_res_id`, for one of the host's identities). Like the real IMDS it
 //! speaks plain HTTP and trusts whoever can reach it, so it only listens on loopback.
+//!
+//! It is served by the same connection layer as the vault ([`crate::conn`], without TLS), with
+//! the same [`crate::HttpLimits`], and its refusals count in [`crate::RunningServer::rejections`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +21,9 @@ use cmkvault_vault::access::AccessView;
 use cmkvault_vault::audit::AuditEvent;
 use serde_json::json;
 
+use crate::conn::{self, ServerHandle, Transport};
 use crate::oauth::TOKEN_TTL_SECS;
-use crate::{AppState, ServerError};
+use crate::{AppState, HttpLimits, ServerError};
 
 struct Imds {
     state: Arc<AppState>,
@@ -192,11 +196,14 @@ fn issue(imds: &Imds, view: &AccessView, req: &Request) -> (Response, Option<(St
     )
 }
 
-/// Starts the managed-identity endpoint on a loopback address; returns the bound address.
+/// Starts the managed-identity endpoint on a loopback address, with the vault's connection
+/// limits, until `handle` stops the server; returns the bound address.
 pub(crate) async fn start(
     listen: SocketAddr,
     state: Arc<AppState>,
     identities: Vec<String>,
+    limits: &HttpLimits,
+    handle: &ServerHandle,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServerError> {
     if !listen.ip().is_loopback() {
         return Err(ServerError::Config(format!(
@@ -209,6 +216,7 @@ pub(crate) async fn start(
                 .into(),
         ));
     }
+    let stats = state.rejections.clone();
     let app = axum::Router::new()
         .route("/metadata/identity/oauth2/token", axum::routing::get(token))
         .with_state(Arc::new(Imds { state, identities }));
@@ -218,13 +226,16 @@ pub(crate) async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Config(e.to_string()))?;
+    let serving = conn::serve(
+        listener,
+        Transport::Plain,
+        app,
+        limits.clone(),
+        stats,
+        handle.clone(),
+    );
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        {
+        if let Err(e) = serving.await {
             tracing::error!("managed-identity endpoint stopped: {e}");
         }
     });

@@ -181,7 +181,10 @@ impl RunningServer {
     pub async fn shutdown(self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
         let _ = self.task.await;
-        self.background.iter().for_each(|t| t.abort());
+        // The managed-identity endpoint got the same stop and grace: let it finish too.
+        for task in self.background {
+            let _ = task.await;
+        }
         self.maintenance.stop().await;
         stop_audit(self.audit.as_deref()).await;
     }
@@ -304,7 +307,7 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
     let handle = ServerHandle::new();
     let task = tokio::spawn(conn::serve(
         listener,
-        tls_config,
+        conn::Transport::tls(tls_config),
         app,
         opts.limits.clone(),
         rejections.clone(),
@@ -321,8 +324,14 @@ pub async fn start(data: &DataDir, opts: ServerOptions) -> Result<RunningServer,
     let mut background = Vec::new();
     let imds_addr = match opts.imds_listen {
         Some(listen) => {
-            let (imds_addr, imds_task) =
-                imds::start(listen, imds_state, opts.imds_identities.clone()).await?;
+            let (imds_addr, imds_task) = imds::start(
+                listen,
+                imds_state,
+                opts.imds_identities.clone(),
+                &opts.limits,
+                &handle,
+            )
+            .await?;
             background.push(imds_task);
             Some(imds_addr)
         }

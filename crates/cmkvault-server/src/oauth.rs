@@ -19,6 +19,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use base64::Engine;
 use cmkvault_vault::access::ClientCheck;
 use serde_json::{json, Value};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::http::now_ms;
 use crate::throttle::client_key;
@@ -164,7 +165,11 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request, host: &str) -> Oa
     match (last, req.method()) {
         ("openid-configuration", &Method::GET) => {
             let doc = json!({
-                "issuer": format!("{base}/v2.0"),
+                // The issuer the tokens carry (`iss`), not one built from the Host header: a
+                // client that checks `iss` against discovery must find the same value. (MSAL
+                // Python checks the discovery issuer against the authority only for an
+                // `oidc_authority`, which azure-identity does not use.)
+                "issuer": state.tokens.issuer(),
                 "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
                 "token_endpoint": format!("{base}/oauth2/v2.0/token"),
                 "jwks_uri": format!("{base}/discovery/v2.0/keys"),
@@ -220,9 +225,11 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").map(str::to_string));
-    let body = match axum::body::to_bytes(req.into_body(), MAX_FORM).await {
-        Ok(b) => b,
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(|v| Zeroizing::new(v.to_string()));
+    let mut body = match axum::body::to_bytes(req.into_body(), MAX_FORM).await {
+        // Owned (copied only if the buffer is shared), so it can be wiped once parsed.
+        Ok(b) => bytes::BytesMut::from(b),
         Err(_) => {
             return OauthOutcome::plain(
                 oauth_error(
@@ -236,10 +243,19 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
             )
         }
     };
+    // The client secret goes straight into a `Zeroizing` (never into the map), and the raw
+    // body is wiped once parsed.
     let mut form = std::collections::HashMap::new();
+    let mut form_secret: Option<Zeroizing<String>> = None;
     for (k, v) in form_urlencoded::parse(&body) {
-        form.insert(k.into_owned(), v.into_owned());
+        if k == "client_secret" {
+            form_secret = Some(Zeroizing::new(v.into_owned()));
+        } else {
+            form.insert(k.into_owned(), v.into_owned());
+        }
     }
+    body.as_mut().zeroize();
+    drop(body);
     let bad = |error: &str, code: u32, msg: &str, reason: &str| {
         OauthOutcome::plain(
             oauth_error(StatusCode::BAD_REQUEST, error, code, msg),
@@ -281,22 +297,16 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
             "invalid scope",
         );
     }
-    let (mut client_id, mut secret) = (
-        form.get("client_id").cloned(),
-        form.get("client_secret").cloned(),
-    );
+    let (mut client_id, mut secret) = (form.remove("client_id"), form_secret);
     if let Some(b) = basic {
-        if let Some((id, s)) = B64
-            .decode(b.trim())
-            .ok()
-            .and_then(|d| String::from_utf8(d).ok())
-            .and_then(|t| {
-                t.split_once(':')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
+        let decoded = B64.decode(b.trim()).ok().map(Zeroizing::new);
+        if let Some((id, s)) = decoded
+            .as_deref()
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|t| t.split_once(':'))
         {
-            client_id = client_id.or(Some(id));
-            secret = secret.or(Some(s));
+            client_id = client_id.or_else(|| Some(id.to_string()));
+            secret = secret.or_else(|| Some(Zeroizing::new(s.to_string())));
         }
     }
     let (Some(client_id), Some(secret)) = (client_id, secret) else {
@@ -334,7 +344,8 @@ async fn token(state: Arc<AppState>, req: Request) -> OauthOutcome {
     let svc = state.service.clone();
     let cid = client_id.clone();
     let checked =
-        tokio::task::spawn_blocking(move || svc.verify_client_credentials(&cid, &secret)).await;
+        tokio::task::spawn_blocking(move || svc.verify_client_credentials(&cid, secret.as_str()))
+            .await;
     let failed = |appid: String| {
         state.login_throttle.failed(throttle_key, source, now);
         tracing::warn!(client = ?appid, source = ?source, "token request with an unknown client or a wrong secret");

@@ -413,6 +413,8 @@ async fn oauth_flow_tokens_rotation_and_deletion() {
         .unwrap()
         .starts_with(&format!("https://localhost:{}/{t}/", ts.port())));
     assert!(doc["issuer"].as_str().unwrap().contains(&t));
+    // The issuer advertised is the one the tokens carry.
+    assert_eq!(doc["issuer"], ts.srv.tokens.issuer(), "{doc}");
     let (s, _, jwks) = raw(ts
         .client
         .get(format!("{}/{t}/discovery/v2.0/keys", ts.base)))

@@ -114,3 +114,58 @@ async fn the_endpoint_refuses_non_loopback_addresses() {
     let err = cmkvault_server::start(&data, opts).await.err().unwrap();
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+/// The endpoint is served with the vault's connection limits: a client dripping headers is
+/// disconnected after the header timeout, and the refusal is counted.
+#[tokio::test]
+async fn a_client_dripping_headers_to_the_endpoint_is_disconnected_and_counted() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = cmkvault_server::datadir::open(dir.path(), None).unwrap();
+    let mut opts = options();
+    opts.imds_listen = Some("127.0.0.1:0".parse().unwrap());
+    opts.imds_identities = vec!["mi-host".into()];
+    opts.limits.header_timeout = Duration::from_millis(400);
+    let srv = cmkvault_server::start(&data, opts).await.unwrap();
+    assert_eq!(srv.rejections().header_timeouts, 0);
+
+    let mut conn = tokio::net::TcpStream::connect(srv.imds_addr.unwrap())
+        .await
+        .unwrap();
+    conn.write_all(b"GET /metadata/identity/oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut closed = false;
+    // One header line every 100 ms for up to 15 s: the server must hang up long before.
+    for i in 0..150 {
+        if conn
+            .write_all(format!("x-drip-{i}: a\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "a client dripping headers kept its connection");
+    let mut counted = false;
+    for _ in 0..250 {
+        if srv.rejections().header_timeouts >= 1 {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(counted, "the header timeout was not counted");
+    srv.shutdown().await;
+}

@@ -12,6 +12,7 @@
 //! The Display strings are plain English for logs and the CLI. The wire form (Azure's codes and
 //! messages) is made in one place only: the server's error mapping.
 
+use crate::model::KeyOp;
 use crate::{CryptoError, StoreError};
 
 /// Everything that can go wrong in a vault operation.
@@ -136,16 +137,16 @@ pub enum KeyError {
     PurgeProtected,
     /// The key's `key_ops` does not include the operation.
     #[error("{0} is not in the key's permitted operations")]
-    OperationNotPermitted(&'static str),
+    OperationNotPermitted(KeyOp),
     /// The key version is disabled.
     #[error("{0} refused: the key is disabled")]
-    Disabled(&'static str),
+    Disabled(KeyOp),
     /// The key's `nbf` is in the future.
     #[error("{0} refused: the key is not valid yet (nbf)")]
-    NotYetValid(&'static str),
+    NotYetValid(KeyOp),
     /// The key's `exp` is in the past (blocks encrypt, wrapKey and sign only).
     #[error("{0} refused: the key has expired (exp)")]
-    Expired(&'static str),
+    Expired(KeyOp),
 }
 
 /// About principals (identities), roles, role assignments and access policies.

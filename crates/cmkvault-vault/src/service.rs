@@ -1027,19 +1027,18 @@ impl VaultService {
         let loaded = self.load(vault, name, version)?;
         let props = &loaded.props;
         let key_op = op.key_op();
-        let op_name = key_op.as_str();
         if !props.enabled {
-            return Err(KeyError::Disabled(op_name).into());
+            return Err(KeyError::Disabled(key_op).into());
         }
         let now = self.clock.now();
         if props.nbf.is_some_and(|nbf| now < nbf) {
-            return Err(KeyError::NotYetValid(op_name).into());
+            return Err(KeyError::NotYetValid(key_op).into());
         }
         if key_op.blocked_by_expiry() && props.exp.is_some_and(|exp| now >= exp) {
-            return Err(KeyError::Expired(op_name).into());
+            return Err(KeyError::Expired(key_op).into());
         }
         if !props.allows(key_op) {
-            return Err(KeyError::OperationNotPermitted(op_name).into());
+            return Err(KeyError::OperationNotPermitted(key_op).into());
         }
         let key = loaded.key.as_ref();
         let alg = input.alg;

@@ -15,7 +15,7 @@ use cmkvault_crypto::RootKey;
 use cmkvault_store::{SqliteStore, Store};
 use cmkvault_vault::maintenance::Unaudited;
 use cmkvault_vault::model::{
-    Alg, CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, UpdateKey,
+    Alg, CreateKey, CryptoInput, CryptoOp, CryptoOutput, ImportKey, KeyOp, UpdateKey,
 };
 use cmkvault_vault::{
     Clock, InternalError, KeyError, RequestError, VaultError, VaultService, VaultStateError,
@@ -214,7 +214,9 @@ fn cache_sees_updates_and_rotation() {
     .unwrap();
     assert!(matches!(
         wrap(&svc, "k", None),
-        Err(VaultError::Key(KeyError::OperationNotPermitted("wrapKey")))
+        Err(VaultError::Key(KeyError::OperationNotPermitted(
+            KeyOp::WrapKey
+        )))
     ));
     let v2 = svc.rotate_key("default", "k").unwrap().version;
     assert_ne!(v1, v2);
