@@ -24,4 +24,7 @@ pub enum EnvelopeError {
     /// The crypto library failed.
     #[error("cryptographic failure: {0}")]
     Crypto(String),
+    /// The configuration is unusable (no credential, unreadable CA file, malformed key id).
+    #[error("configuration: {0}")]
+    Config(String),
 }

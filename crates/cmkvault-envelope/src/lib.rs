@@ -12,6 +12,11 @@
 
 mod error;
 mod kek;
+mod remote;
 
 pub use error::EnvelopeError;
 pub use kek::{BoxFuture, KeyEncryptionKey};
+pub use remote::{
+    Credential, RemoteKey, RemoteKeyConfig, API_VERSION as REMOTE_API_VERSION,
+    DEFAULT_AUTHORITY_HOST,
+};
