@@ -231,3 +231,34 @@ pub async fn open_container<R: Read, W: Write>(
     let meta = read_container(&mut reader)?;
     open(key, &meta, object_name, reader, writer, opts).await
 }
+
+/// Re-wraps an object's DEK under `new_kek` without touching its body: unwraps once with `key`,
+/// verifies the integrity record for `object_name` (if present; required unless `opts` says
+/// otherwise), wraps `pad8(protocol) ‖ DEK` with `new_kek`, and returns the new metadata (a new
+/// integrity record binding the new wrapped key; none if the object had none).
+pub async fn rewrap(
+    key: KeySource<'_>,
+    new_kek: &dyn KeyEncryptionKey,
+    metadata: &EnvelopeMetadata,
+    object_name: &str,
+    opts: &OpenOptions,
+) -> Result<EnvelopeMetadata, EnvelopeError> {
+    let envelope = Envelope::parse(metadata, opts)?;
+    let dek = key.unwrap_dek(&envelope).await?;
+    let record = envelope.verify_integrity(&dek, object_name, opts)?.cloned();
+    let sealing = SealingKey::rewrapped(
+        new_kek,
+        object_name,
+        dek,
+        envelope.protocol(),
+        envelope.data_length(),
+    )
+    .await?;
+    match record {
+        Some(rec) => sealing.metadata(rec.plaintext_length),
+        None => Ok(EnvelopeMetadata {
+            encryption_data: sealing.metadata(0)?.encryption_data,
+            integrity: None,
+        }),
+    }
+}

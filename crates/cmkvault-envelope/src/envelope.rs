@@ -257,6 +257,17 @@ impl SealingKey {
         .await
     }
 
+    /// An existing DEK wrapped anew (rewrap), any valid layout.
+    pub(crate) async fn rewrapped(
+        kek: &dyn KeyEncryptionKey,
+        object_name: &str,
+        dek: DataKey,
+        protocol: Protocol,
+        data_length: u64,
+    ) -> Result<SealingKey, EnvelopeError> {
+        Self::build(kek, object_name, dek, protocol, data_length).await
+    }
+
     async fn build(
         kek: &dyn KeyEncryptionKey,
         object_name: &str,

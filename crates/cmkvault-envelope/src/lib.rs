@@ -20,8 +20,8 @@ mod local;
 mod stream;
 
 pub use api::{
-    open, open_container, read_container, seal, seal_container, seal_container_with, seal_with,
-    write_container, KeyResolver, KeySource, CONTAINER_MAGIC, CONTAINER_VERSION,
+    open, open_container, read_container, rewrap, seal, seal_container, seal_container_with,
+    seal_with, write_container, KeyResolver, KeySource, CONTAINER_MAGIC, CONTAINER_VERSION,
     MAX_CONTAINER_HEADER,
 };
 pub use envelope::{DataKey, Envelope, EnvelopeMetadata, OpenOptions, SealingKey};

@@ -166,7 +166,7 @@ async fn encryptor_reproduces_reference_vectors() {
 #[tokio::test]
 async fn round_trips_at_region_edges() {
     const M: usize = 4 * 1024 * 1024;
-    for size in [0usize, 1, 15, M, M + 1] {
+    for size in [0usize, 1, 15, M, M + 1, 2 * M + 5] {
         let data: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
         let (meta, body) = seal_bytes("obj", &data).await;
         let regions = size.div_ceil(M);
