@@ -328,11 +328,19 @@ impl<R: Read> DecryptReader<R> {
                 )));
             }
         }
-        // Nonce positions (sequential, so the scheme intersection is order-exact).
+        // Nonce positions (sequential, so the scheme intersection is order-exact). On a bad
+        // nonce the regions before it are still opened first, so errors come in region order.
+        let mut nonce_err = None;
         let mut off = 0;
         for (i, len) in lens.iter().enumerate() {
-            self.nonces
-                .check(first + i as u64, &self.buf[off..off + NONCE_LEN])?;
+            if let Err(e) = self
+                .nonces
+                .check(first + i as u64, &self.buf[off..off + NONCE_LEN])
+            {
+                nonce_err = Some(e);
+                lens.truncate(i);
+                break;
+            }
             off += len;
         }
         let mut regions: Vec<&mut [u8]> = Vec::with_capacity(lens.len());
@@ -357,6 +365,9 @@ impl<R: Read> DecryptReader<R> {
                     ))
                 })
         })?;
+        if let Some(e) = nonce_err {
+            return Err(e);
+        }
         let mut off = 0;
         for len in &lens {
             let pt = len - REGION_OVERHEAD as usize;
