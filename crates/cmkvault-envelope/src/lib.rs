@@ -10,13 +10,28 @@
 
 #![forbid(unsafe_code)]
 
+mod api;
+mod envelope;
 mod error;
+pub mod format;
+mod integrity;
 mod kek;
+mod local;
 mod remote;
+mod stream;
 
+pub use api::{
+    open, open_container, read_container, rewrap, seal, seal_container, seal_container_with,
+    seal_with, write_container, KeyResolver, KeySource, CONTAINER_MAGIC, CONTAINER_VERSION,
+    MAX_CONTAINER_HEADER,
+};
+pub use envelope::{DataKey, Envelope, EnvelopeMetadata, OpenOptions, SealingKey};
 pub use error::EnvelopeError;
+pub use integrity::{IntegrityRecord, INTEGRITY_HKDF_INFO, INTEGRITY_VERSION};
 pub use kek::{BoxFuture, KeyEncryptionKey};
+pub use local::LocalKey;
 pub use remote::{
     Credential, RemoteKey, RemoteKeyConfig, API_VERSION as REMOTE_API_VERSION,
     DEFAULT_AUTHORITY_HOST,
 };
+pub use stream::{DecryptReader, EncryptWriter};
