@@ -122,6 +122,27 @@ pub(crate) struct InspectArgs {
     format: Format,
 }
 
+/// `cmkvault shred-report`.
+#[derive(Args)]
+#[command(after_help = "\
+Lists every .cmk file that becomes unreadable if KID is revoked: with a versionless \
+https://HOST[:PORT]/keys/NAME, files under any version of that key; with a version, files under \
+that version; any other KID (a local key's) matches exactly. Reads headers only (no key access).")]
+pub(crate) struct ShredReportArgs {
+    /// The key (or key version) to be revoked.
+    #[arg(long, value_name = "KID")]
+    key: String,
+    /// .cmk files (or directories with -r).
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Search directory targets for .cmk files.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
 /// One file to process: where it is, where its output goes, the object name it is bound to.
 struct Job {
     input: PathBuf,
@@ -599,15 +620,15 @@ fn inspect_one(path: &Path) -> Result<Inspection> {
     })
 }
 
-/// `cmkvault inspect`.
-pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
+/// The `.cmk` files named by `targets` (directories searched with `recursive`).
+fn cmk_files(targets: &[String], recursive: bool) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for t in &args.targets {
+    for t in targets {
         let path = local_path(t)?;
         let meta =
             std::fs::metadata(&path).with_context(|| format!("{}: cannot read", path.display()))?;
         if meta.is_dir() {
-            if !args.recursive {
+            if !recursive {
                 bail!("{}: is a directory (use -r)", path.display());
             }
             files.extend(
@@ -620,6 +641,79 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
             files.push(path);
         }
     }
+    Ok(files)
+}
+
+/// (host:port, lower-case key name, lower-case version) of a key id URL.
+fn key_parts(kid: &str) -> Option<(String, String, Option<String>)> {
+    let hp = host_port(kid)?;
+    let u = reqwest::Url::parse(kid).ok()?;
+    let segs: Vec<String> = u
+        .path_segments()?
+        .filter(|p| !p.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    match segs.as_slice() {
+        [k, name] if k == "keys" => Some((hp, name.clone(), None)),
+        [k, name, v] if k == "keys" => Some((hp, name.clone(), Some(v.clone()))),
+        _ => None,
+    }
+}
+
+/// Whether a file wrapped under `file_kid` is lost when `revoked` is.
+fn revoked_by(revoked: &str, file_kid: &str) -> bool {
+    match (key_parts(revoked), key_parts(file_kid)) {
+        (Some((h1, n1, v1)), Some((h2, n2, v2))) => {
+            h1 == h2 && n1 == n2 && (v1.is_none() || v1 == v2)
+        }
+        _ => revoked == file_kid,
+    }
+}
+
+/// `cmkvault shred-report`.
+pub(crate) fn shred_report(args: ShredReportArgs) -> Result<()> {
+    let files = cmk_files(&args.targets, args.recursive)?;
+    let rows: Vec<Inspection> = files
+        .iter()
+        .map(|p| inspect_one(p))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|r| revoked_by(&args.key, &r.kid))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "file": r.file, "kid": r.kid, "plaintext_size": r.plaintext_size
+                    })
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &v)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            writeln!(out, "FILE\tKID\tPLAINTEXT")?;
+            for r in &rows {
+                writeln!(out, "{}\t{}\t{}", r.file, r.kid, r.plaintext_size)?;
+            }
+            writeln!(
+                out,
+                "{} of {} files unreadable if {} is revoked",
+                rows.len(),
+                files.len(),
+                args.key
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `cmkvault inspect`.
+pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
+    let files = cmk_files(&args.targets, args.recursive)?;
     let rows: Vec<Inspection> = files
         .iter()
         .map(|p| inspect_one(p))

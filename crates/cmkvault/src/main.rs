@@ -67,6 +67,8 @@ enum Command {
     Decrypt(envelope_cli::DecryptArgs),
     /// Show the envelope of .cmk files (key id, algorithm, sizes) without unwrapping.
     Inspect(envelope_cli::InspectArgs),
+    /// List the .cmk files that become unreadable if a key (or key version) is revoked.
+    ShredReport(envelope_cli::ShredReportArgs),
 }
 
 #[derive(Args, Clone)]
@@ -460,6 +462,7 @@ fn main() -> ExitCode {
             Command::Encrypt(a) => envelope_cli::encrypt(a).await,
             Command::Decrypt(a) => envelope_cli::decrypt(a).await,
             Command::Inspect(a) => envelope_cli::inspect(a),
+            Command::ShredReport(a) => envelope_cli::shred_report(a),
         }
     });
     match result {

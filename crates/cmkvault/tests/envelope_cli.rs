@@ -472,4 +472,33 @@ fn remote_rsa_key_round_trip() {
         "decrypt --key (remote)",
     );
     assert_eq!(std::fs::read(&dec2).unwrap(), content(100_000));
+
+    // shred-report: the versionless key and its version match; another version does not.
+    std::fs::create_dir_all(s.join("set/sub")).unwrap();
+    std::fs::copy(&enc, s.join("set/sub/model.bin.cmk")).unwrap();
+    let set = s.join("set");
+    for (k, n) in [
+        (kid.clone(), 1),
+        (versioned.clone(), 1),
+        (format!("{kid}/00000000000000000000000000000000"), 0),
+        ("local:test".to_string(), 0),
+    ] {
+        let out = success(
+            run(
+                cmd(&[
+                    "shred-report",
+                    "--key",
+                    &k,
+                    "-r",
+                    set.to_str().unwrap(),
+                    "--format",
+                    "json",
+                ]),
+                s,
+            ),
+            "shred-report",
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), n, "{k}: {out}");
+    }
 }
