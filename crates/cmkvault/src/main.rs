@@ -7,6 +7,7 @@ mod admin;
 mod audit_cli;
 mod bench;
 mod client;
+mod envelope_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Encrypt files or directories into .cmk containers under a vault or local key.
+    Encrypt(envelope_cli::EncryptArgs),
+    /// Decrypt .cmk containers (files or directories).
+    Decrypt(envelope_cli::DecryptArgs),
+    /// Show the envelope of .cmk files (key id, algorithm, sizes) without unwrapping.
+    Inspect(envelope_cli::InspectArgs),
+    /// List the .cmk files that become unreadable if a key (or key version) is revoked.
+    ShredReport(envelope_cli::ShredReportArgs),
 }
 
 #[derive(Args, Clone)]
@@ -450,6 +459,10 @@ fn main() -> ExitCode {
             Command::Identity { command } => admin::identity(command).await,
             Command::Role { command } => admin::role(command).await,
             Command::Denials { client } => admin::denials(client).await,
+            Command::Encrypt(a) => envelope_cli::encrypt(a).await,
+            Command::Decrypt(a) => envelope_cli::decrypt(a).await,
+            Command::Inspect(a) => envelope_cli::inspect(a),
+            Command::ShredReport(a) => envelope_cli::shred_report(a),
         }
     });
     match result {

@@ -1,0 +1,749 @@
+//! `cmkvault encrypt`, `decrypt` and `inspect`: envelope encryption of local files and
+//! directories into `.cmk` containers (see `docs/envelope-format.md`).
+//!
+//! Object names: every file is bound (in its integrity record) to its path relative to the
+//! input root, `/`-separated: for a file given on the command line, its file name; for a file
+//! found below a directory given with `-r`, its path below that directory. Decrypt applies the
+//! same rule to the `.cmk` path with `.cmk` stripped, so a renamed or moved file fails.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use cmkvault_envelope::{
+    read_container, seal_container_with, DecryptReader, Envelope, KeyEncryptionKey, LocalKey,
+    OpenOptions, RemoteKey, RemoteKeyConfig, SealingKey,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The suffix of encrypted files.
+const SUFFIX: &str = ".cmk";
+/// Bytes a v2 region adds to its plaintext (nonce and tag).
+const REGION_OVERHEAD: u64 = 12 + 16;
+/// The vault URL used to decide which key hosts are trusted when `CMKVAULT_URL` is unset.
+const DEFAULT_URL: &str = "https://localhost:8443";
+
+/// `cmkvault encrypt`.
+#[derive(Args)]
+#[command(after_help = "\
+OUTPUT is the output file for a single input, and a directory when -r is given or there are \
+several inputs: files given on the command line go to OUTPUT/NAME.cmk, files below a directory \
+given with -r to OUTPUT/RELATIVE/PATH.cmk (the directory's contents go directly below OUTPUT).
+
+Each file is bound to its object name: its path relative to the input root (for a file given \
+on the command line, its file name). `decrypt` derives the name the same way from the .cmk \
+path with .cmk stripped, so a file renamed or moved after encryption fails to decrypt.
+
+KID: https://HOST[:PORT]/keys/NAME[/VERSION] (a vault key; credentials from CMKVAULT_TOKEN or \
+AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, CA from CMKVAULT_CA) or file:PATH (a \
+private JWK file, for offline use).")]
+pub(crate) struct EncryptArgs {
+    /// The key-encryption key: a key id URL or file:PATH (see below).
+    #[arg(long, value_name = "KID")]
+    key: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// `cmkvault decrypt`.
+#[derive(Args)]
+#[command(after_help = "\
+OUTPUT is the output file for a single input, and a directory when -r is given or there are \
+several inputs (relative paths kept below it, .cmk stripped). Directories are searched for \
+*.cmk files.
+
+Each file is checked against its object name: its path relative to the input root with .cmk \
+stripped (for a file given on the command line, its file name), the rule `encrypt` used; a \
+renamed or moved file fails.
+
+The key: the KeyId recorded in each file. With --key https://…/keys/NAME, files wrapped under \
+any version of that key are opened over the same connection. Without --key, a recorded https \
+KeyId is used only if its HOST:PORT is the one of CMKVAULT_URL (default https://localhost:8443) \
+or is named by --allow-key-host (so a crafted file cannot send your token elsewhere). Files \
+wrapped under a local key file need --key file:PATH.")]
+pub(crate) struct DecryptArgs {
+    /// The key-encryption key: a key id URL or file:PATH (default: the file's recorded KeyId).
+    #[arg(long, value_name = "KID")]
+    key: Option<String>,
+    /// Also trust KeyIds on this HOST[:PORT] (repeatable; port 443 if omitted).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_key_host: Vec<String>,
+    /// Accept data keys wrapped with RSA1_5 (legacy data only).
+    #[arg(long)]
+    allow_legacy: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Flags shared by encrypt and decrypt.
+#[derive(Args)]
+struct CommonArgs {
+    /// Encrypt or decrypt the files below directory inputs.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Input files (or directories with -r).
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<String>,
+    /// Output file (single input) or directory (-r or several inputs).
+    #[arg(short = 'o', long, value_name = "OUTPUT")]
+    output: String,
+    /// Overwrite existing outputs.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// Output formats of `inspect`.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns.
+    Table,
+    /// A JSON array.
+    Json,
+}
+
+/// `cmkvault inspect`.
+#[derive(Args)]
+pub(crate) struct InspectArgs {
+    /// .cmk files (or directories with -r).
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Inspect the .cmk files below directory targets.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// `cmkvault shred-report`.
+#[derive(Args)]
+#[command(after_help = "\
+Lists every .cmk file that becomes unreadable if KID is revoked: with a versionless \
+https://HOST[:PORT]/keys/NAME, files under any version of that key; with a version, files under \
+that version; any other KID (a local key's) matches exactly. Reads headers only (no key access).")]
+pub(crate) struct ShredReportArgs {
+    /// The key (or key version) to be revoked.
+    #[arg(long, value_name = "KID")]
+    key: String,
+    /// .cmk files (or directories with -r).
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Search directory targets for .cmk files.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// One file to process: where it is, where its output goes, the object name it is bound to.
+struct Job {
+    input: PathBuf,
+    output: PathBuf,
+    name: String,
+    size: u64,
+}
+
+/// Refuses Azure Blob targets (not supported yet).
+fn local_path(arg: &str) -> Result<PathBuf> {
+    if arg.starts_with("az://") {
+        bail!("{arg}: Azure Blob targets (az://) are not supported yet; use local files");
+    }
+    Ok(PathBuf::from(arg))
+}
+
+/// The regular files below `dir` (sorted), as (path, `/`-joined relative name). Symbolic links
+/// and special files are skipped.
+fn walk(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).with_context(|| format!("{}: cannot list", d.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("{}: cannot list", d.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                bail!("{}: file name is not valid UTF-8", entry.path().display());
+            };
+            let rel = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let ft = entry
+                .file_type()
+                .with_context(|| format!("{}: cannot stat", entry.path().display()))?;
+            if ft.is_dir() {
+                stack.push((entry.path(), rel));
+            } else if ft.is_file() {
+                out.push((entry.path(), rel));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+fn file_name_of(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{}: has no UTF-8 file name", path.display()))
+}
+
+/// Plans the jobs: inputs expanded, outputs and object names derived, collisions and existing
+/// outputs refused before anything is written.
+fn plan(common: &CommonArgs, decrypt: bool) -> Result<Vec<Job>> {
+    let output = local_path(&common.output)?;
+    let inputs: Vec<PathBuf> = common
+        .inputs
+        .iter()
+        .map(|i| local_path(i))
+        .collect::<Result<_>>()?;
+    let to_dir = common.recursive || inputs.len() > 1;
+    // (input path, object name bound / checked, output relative name)
+    let mut found: Vec<(PathBuf, String, String)> = Vec::new();
+    let out_name = |rel: &str, path: &Path| -> Result<(String, String)> {
+        if decrypt {
+            match rel.strip_suffix(SUFFIX) {
+                Some(stem) if !stem.is_empty() && !stem.ends_with('/') => {
+                    Ok((stem.to_string(), stem.to_string()))
+                }
+                _ => bail!("{}: not a {SUFFIX} file", path.display()),
+            }
+        } else {
+            Ok((rel.to_string(), format!("{rel}{SUFFIX}")))
+        }
+    };
+    for input in &inputs {
+        let meta = std::fs::metadata(input)
+            .with_context(|| format!("{}: cannot read", input.display()))?;
+        if meta.is_dir() {
+            if !common.recursive {
+                bail!("{}: is a directory (use -r)", input.display());
+            }
+            for (path, rel) in walk(input)? {
+                if decrypt && !rel.ends_with(SUFFIX) {
+                    continue;
+                }
+                let (name, out) = out_name(&rel, &path)?;
+                found.push((path, name, out));
+            }
+        } else {
+            let rel = file_name_of(input)?;
+            let (name, out) = out_name(&rel, input)?;
+            found.push((input.clone(), name, out));
+        }
+    }
+    if found.is_empty() {
+        bail!("no input files found");
+    }
+    let mut seen = BTreeSet::new();
+    let mut jobs = Vec::with_capacity(found.len());
+    for (input, name, rel_out) in found {
+        let out = if to_dir {
+            rel_out
+                .split('/')
+                .fold(output.clone(), |p, part| p.join(part))
+        } else {
+            output.clone()
+        };
+        if !seen.insert(out.clone()) {
+            bail!(
+                "{}: two inputs would be written to the same output",
+                out.display()
+            );
+        }
+        if !common.force && std::fs::symlink_metadata(&out).is_ok() {
+            bail!(
+                "{}: output exists (use --force to overwrite)",
+                out.display()
+            );
+        }
+        let size = std::fs::metadata(&input)
+            .with_context(|| format!("{}: cannot read", input.display()))?
+            .len();
+        jobs.push(Job {
+            input,
+            output: out,
+            name,
+            size,
+        });
+    }
+    Ok(jobs)
+}
+
+/// A progress bar on stderr when it is a terminal and not `quiet`; hidden otherwise.
+fn progress(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A reader that advances a progress bar.
+struct Counting<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// A temporary file next to `output` (its directory created if needed).
+fn temp_for(output: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    tempfile::Builder::new()
+        .prefix(".cmkvault-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))
+}
+
+/// Moves a finished temporary file to `output` (refusing to replace one unless `force`).
+fn commit(tmp: tempfile::NamedTempFile, output: &Path, force: bool) -> Result<()> {
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("{}: cannot sync", output.display()))?;
+    let res = if force {
+        tmp.persist(output).map(|_| ())
+    } else {
+        tmp.persist_noclobber(output).map(|_| ())
+    };
+    res.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow!(
+                "{}: output exists (use --force to overwrite)",
+                output.display()
+            )
+        } else {
+            anyhow!("{}: cannot write: {}", output.display(), e.error)
+        }
+    })
+}
+
+/// Parses `--key`: a key id URL (remote) or `file:PATH` (local JWK).
+async fn load_key(spec: &str) -> Result<Arc<dyn KeyEncryptionKey>> {
+    if let Some(path) = spec.strip_prefix("file:") {
+        let key = LocalKey::load(Path::new(path)).with_context(|| format!("--key {spec}"))?;
+        return Ok(Arc::new(key));
+    }
+    if spec.starts_with("https://") {
+        let config = RemoteKeyConfig::from_env().context("--key")?;
+        let key = RemoteKey::connect(spec, config)
+            .await
+            .with_context(|| format!("--key {spec}"))?;
+        return Ok(Arc::new(key));
+    }
+    bail!("--key {spec}: expected https://HOST[:PORT]/keys/NAME[/VERSION] or file:PATH")
+}
+
+/// Runs a blocking closure off the runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow!("worker failed: {e}"))?
+}
+
+/// `cmkvault encrypt`.
+pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
+    let jobs = plan(&args.common, false)?;
+    let key = load_key(&args.key).await?;
+    let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
+    let force = args.common.force;
+    let result = async {
+        for job in jobs {
+            let sealing = SealingKey::new(key.as_ref(), &job.name)
+                .await
+                .with_context(|| format!("{}", job.input.display()))?;
+            let bar = bar.clone();
+            blocking(move || {
+                let input = File::open(&job.input)
+                    .with_context(|| format!("{}: cannot open", job.input.display()))?;
+                let tmp = temp_for(&job.output)?;
+                let mut w = BufWriter::with_capacity(1 << 20, tmp);
+                seal_container_with(sealing, Counting { inner: input, bar }, &mut w)
+                    .with_context(|| format!("{}", job.input.display()))?;
+                let tmp = w.into_inner().map_err(|e| {
+                    anyhow!("{}: cannot write: {}", job.output.display(), e.error())
+                })?;
+                commit(tmp, &job.output, force)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    result
+}
+
+/// `host:port` of an https URL (port defaulted), lower case.
+fn host_port(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    if u.scheme() != "https" {
+        return None;
+    }
+    let host = u.host_str()?.to_ascii_lowercase();
+    Some(format!("{host}:{}", u.port_or_known_default()?))
+}
+
+/// `HOST[:PORT]` as given to `--allow-key-host` → `host:port`.
+fn normalize_host(spec: &str) -> Result<String> {
+    host_port(&format!("https://{}/", spec.trim()))
+        .ok_or_else(|| anyhow!("--allow-key-host {spec}: expected HOST[:PORT]"))
+}
+
+/// Finds the KEK for each recorded KeyId, under the allow-host rule.
+struct Keys {
+    given: Option<Given>,
+    allowed: Vec<String>,
+    config: Option<RemoteKeyConfig>,
+    cache: HashMap<String, Arc<dyn KeyEncryptionKey>>,
+}
+
+enum Given {
+    Local(LocalKey),
+    Remote(RemoteKey),
+}
+
+impl Keys {
+    async fn new(args: &DecryptArgs) -> Result<Keys> {
+        let given = match &args.key {
+            None => None,
+            Some(spec) => {
+                if let Some(path) = spec.strip_prefix("file:") {
+                    Some(Given::Local(
+                        LocalKey::load(Path::new(path)).with_context(|| format!("--key {spec}"))?,
+                    ))
+                } else if spec.starts_with("https://") {
+                    let config = RemoteKeyConfig::from_env().context("--key")?;
+                    Some(Given::Remote(
+                        RemoteKey::connect(spec, config)
+                            .await
+                            .with_context(|| format!("--key {spec}"))?,
+                    ))
+                } else {
+                    bail!(
+                        "--key {spec}: expected https://HOST[:PORT]/keys/NAME[/VERSION] or file:PATH"
+                    )
+                }
+            }
+        };
+        let vault = std::env::var("CMKVAULT_URL")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_URL.to_string());
+        let mut allowed: Vec<String> = host_port(vault.trim()).into_iter().collect();
+        for h in &args.allow_key_host {
+            allowed.push(normalize_host(h)?);
+        }
+        Ok(Keys {
+            given,
+            allowed,
+            config: None,
+            cache: HashMap::new(),
+        })
+    }
+
+    async fn for_kid(&mut self, kid: &str) -> Result<Arc<dyn KeyEncryptionKey>> {
+        if let Some(k) = self.cache.get(kid) {
+            return Ok(k.clone());
+        }
+        let key: Arc<dyn KeyEncryptionKey> = match &self.given {
+            // The envelope check (kid must match) names a wrong local key.
+            Some(Given::Local(k)) => Arc::new(k.clone()),
+            Some(Given::Remote(k)) => Arc::new(k.for_kid(kid).await?),
+            None => {
+                let Some(hp) = host_port(kid) else {
+                    bail!(
+                        "the data key is wrapped under {kid}, not a vault key id: pass --key \
+                         file:PATH (a local key) or --key https://…"
+                    );
+                };
+                if !self.allowed.contains(&hp) {
+                    bail!(
+                        "the data key is wrapped under a key on {hp}, which is not the vault of \
+                         CMKVAULT_URL: pass --allow-key-host {hp} to trust it, or --key"
+                    );
+                }
+                let config = match &self.config {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = RemoteKeyConfig::from_env()?;
+                        self.config = Some(c.clone());
+                        c
+                    }
+                };
+                Arc::new(RemoteKey::connect(kid, config).await?)
+            }
+        };
+        self.cache.insert(kid.to_string(), key.clone());
+        Ok(key)
+    }
+}
+
+/// `cmkvault decrypt`.
+pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
+    let jobs = plan(&args.common, true)?;
+    let mut keys = Keys::new(&args).await?;
+    let opts = OpenOptions {
+        allow_legacy: args.allow_legacy,
+        ..OpenOptions::default()
+    };
+    let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
+    let force = args.common.force;
+    let result = async {
+        for job in jobs {
+            let shown = job.input.display().to_string();
+            let (envelope, reader) = {
+                let input =
+                    File::open(&job.input).with_context(|| format!("{shown}: cannot open"))?;
+                let mut reader = BufReader::with_capacity(1 << 20, input);
+                let meta = read_container(&mut reader).with_context(|| shown.clone())?;
+                let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
+                (envelope, reader)
+            };
+            let key = keys
+                .for_kid(envelope.kid())
+                .await
+                .with_context(|| shown.clone())?;
+            let dek = envelope
+                .unwrap_dek(key.as_ref())
+                .await
+                .with_context(|| shown.clone())?;
+            let bar = bar.clone();
+            blocking(move || {
+                let mut plain = DecryptReader::new(
+                    Counting { inner: reader, bar },
+                    &envelope,
+                    &dek,
+                    &job.name,
+                    &opts,
+                )
+                .with_context(|| format!("{shown} (object name {:?})", job.name))?;
+                let tmp = temp_for(&job.output)?;
+                let mut w = BufWriter::with_capacity(1 << 20, tmp);
+                std::io::copy(&mut plain, &mut w).map_err(|e| {
+                    let inner = e.get_ref().map(|i| i.to_string());
+                    anyhow!("{shown}: {}", inner.unwrap_or_else(|| e.to_string()))
+                })?;
+                let tmp = w.into_inner().map_err(|e| {
+                    anyhow!("{}: cannot write: {}", job.output.display(), e.error())
+                })?;
+                commit(tmp, &job.output, force)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    result
+}
+
+/// What `inspect` shows of one file.
+#[derive(serde::Serialize)]
+struct Inspection {
+    file: String,
+    kid: String,
+    alg: String,
+    protocol: String,
+    region_size: u64,
+    ciphertext_size: u64,
+    plaintext_size: u64,
+    integrity: &'static str,
+}
+
+fn inspect_one(path: &Path) -> Result<Inspection> {
+    let shown = path.display().to_string();
+    let mut f = File::open(path).with_context(|| format!("{shown}: cannot open"))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("{shown}: cannot stat"))?
+        .len();
+    // Unbuffered: read_container reads exactly the header, leaving `f` at the body.
+    let meta = read_container(&mut f).with_context(|| shown.clone())?;
+    let start = f
+        .stream_position()
+        .with_context(|| format!("{shown}: cannot read"))?;
+    let body = len.saturating_sub(start);
+    let opts = OpenOptions {
+        allow_legacy: true,
+        require_integrity: false,
+    };
+    let env = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
+    let region = env.data_length();
+    let full = body / (region + REGION_OVERHEAD);
+    let rest = body % (region + REGION_OVERHEAD);
+    let plaintext = full * region + rest.saturating_sub(REGION_OVERHEAD);
+    let integrity = match &env.integrity {
+        None => "absent",
+        Some(r) if r.plaintext_length != plaintext => {
+            "present (disagrees with the body size: truncated?; MAC unverified without the key)"
+        }
+        Some(_) => "present (MAC not verified: needs the key)",
+    };
+    Ok(Inspection {
+        file: shown,
+        kid: env.kid().to_string(),
+        alg: env.alg().to_string(),
+        protocol: env.protocol().to_string(),
+        region_size: region,
+        ciphertext_size: body,
+        plaintext_size: plaintext,
+        integrity,
+    })
+}
+
+/// The `.cmk` files named by `targets` (directories searched with `recursive`).
+fn cmk_files(targets: &[String], recursive: bool) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for t in targets {
+        let path = local_path(t)?;
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        if meta.is_dir() {
+            if !recursive {
+                bail!("{}: is a directory (use -r)", path.display());
+            }
+            files.extend(
+                walk(&path)?
+                    .into_iter()
+                    .filter(|(_, rel)| rel.ends_with(SUFFIX))
+                    .map(|(p, _)| p),
+            );
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// (host:port, lower-case key name, lower-case version) of a key id URL.
+fn key_parts(kid: &str) -> Option<(String, String, Option<String>)> {
+    let hp = host_port(kid)?;
+    let u = reqwest::Url::parse(kid).ok()?;
+    let segs: Vec<String> = u
+        .path_segments()?
+        .filter(|p| !p.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    match segs.as_slice() {
+        [k, name] if k == "keys" => Some((hp, name.clone(), None)),
+        [k, name, v] if k == "keys" => Some((hp, name.clone(), Some(v.clone()))),
+        _ => None,
+    }
+}
+
+/// Whether a file wrapped under `file_kid` is lost when `revoked` is.
+fn revoked_by(revoked: &str, file_kid: &str) -> bool {
+    match (key_parts(revoked), key_parts(file_kid)) {
+        (Some((h1, n1, v1)), Some((h2, n2, v2))) => {
+            h1 == h2 && n1 == n2 && (v1.is_none() || v1 == v2)
+        }
+        _ => revoked == file_kid,
+    }
+}
+
+/// `cmkvault shred-report`.
+pub(crate) fn shred_report(args: ShredReportArgs) -> Result<()> {
+    let files = cmk_files(&args.targets, args.recursive)?;
+    let rows: Vec<Inspection> = files
+        .iter()
+        .map(|p| inspect_one(p))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|r| revoked_by(&args.key, &r.kid))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "file": r.file, "kid": r.kid, "plaintext_size": r.plaintext_size
+                    })
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &v)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            writeln!(out, "FILE\tKID\tPLAINTEXT")?;
+            for r in &rows {
+                writeln!(out, "{}\t{}\t{}", r.file, r.kid, r.plaintext_size)?;
+            }
+            writeln!(
+                out,
+                "{} of {} files unreadable if {} is revoked",
+                rows.len(),
+                files.len(),
+                args.key
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `cmkvault inspect`.
+pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
+    let files = cmk_files(&args.targets, args.recursive)?;
+    let rows: Vec<Inspection> = files
+        .iter()
+        .map(|p| inspect_one(p))
+        .collect::<Result<_>>()?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &rows)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "FILE\tKID\tALG\tPROTOCOL\tREGION\tCIPHERTEXT\tPLAINTEXT\tINTEGRITY"
+            )?;
+            for r in &rows {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.file,
+                    r.kid,
+                    r.alg,
+                    r.protocol,
+                    r.region_size,
+                    r.ciphertext_size,
+                    r.plaintext_size,
+                    r.integrity
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

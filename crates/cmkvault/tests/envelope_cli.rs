@@ -1,0 +1,504 @@
+//! `cmkvault encrypt`, `decrypt` and `inspect` end to end on the binary: round trips of local
+//! files and directories under a local key file and under a vault RSA key of a real
+//! `cmkvault serve`; tampered and renamed files, existing outputs and untrusted key hosts fail
+//! with one `error:` line and leave no output behind.
+// Test code may unwrap, expect and panic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use common::{cmkvault, one_error_line, run, success, tls_trusting_ca, Server};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// Writes a local oct JWK key file with `kid` and returns its path.
+fn key_file(dir: &Path, kid: &str) -> PathBuf {
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37).wrapping_add(kid.len() as u8);
+    }
+    let path = dir.join(format!("key-{}.jwk", kid.len()));
+    std::fs::write(
+        &path,
+        json!({"kty": "oct", "k": B64URL.encode(k), "kid": kid}).to_string(),
+    )
+    .unwrap();
+    path
+}
+
+fn cmd(args: &[&str]) -> Command {
+    cmkvault(args)
+}
+
+/// Deterministic non-trivial content of `len` bytes.
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// Files in `dir` (recursively) whose name starts with `.cmkvault-` (temporaries).
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(leftovers(&e.path()));
+        } else if e.file_name().to_string_lossy().starts_with(".cmkvault-") {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn local_key_files_round_trip_and_failures() {
+    let tmp = TempDir::new().unwrap();
+    let s = tmp.path();
+    let key = key_file(s, "local:test");
+    let keyarg = format!("file:{}", key.display());
+
+    // Single files: 0 B, 1 B, 4 MiB + 1.
+    for len in [0usize, 1, 4 * 1024 * 1024 + 1] {
+        let name = format!("f{len}.bin");
+        let input = s.join(&name);
+        std::fs::write(&input, content(len)).unwrap();
+        let enc = s.join(format!("{name}.cmk"));
+        let dec = s.join(format!("dec-{name}"));
+        success(
+            run(
+                cmd(&[
+                    "encrypt",
+                    "--key",
+                    &keyarg,
+                    input.to_str().unwrap(),
+                    "-o",
+                    enc.to_str().unwrap(),
+                ]),
+                s,
+            ),
+            "encrypt",
+        );
+        assert!(enc.exists());
+        let ct = std::fs::read(&enc).unwrap();
+        assert!(ct.starts_with(b"CMKENV1\n"));
+        success(
+            run(
+                cmd(&[
+                    "decrypt",
+                    "--key",
+                    &keyarg,
+                    enc.to_str().unwrap(),
+                    "-o",
+                    dec.to_str().unwrap(),
+                ]),
+                s,
+            ),
+            "decrypt",
+        );
+        assert_eq!(std::fs::read(&dec).unwrap(), content(len), "{len} bytes");
+    }
+
+    // inspect prints the kid and sizes without the key.
+    let big = s.join("f4194305.bin.cmk");
+    let out = success(
+        run(
+            cmd(&["inspect", "--format", "json", big.to_str().unwrap()]),
+            s,
+        ),
+        "inspect",
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["kid"], "local:test");
+    assert_eq!(v[0]["alg"], "A256KW");
+    assert_eq!(v[0]["protocol"], "2.0");
+    assert_eq!(v[0]["plaintext_size"], 4 * 1024 * 1024 + 1);
+    assert_eq!(v[0]["ciphertext_size"], 4 * 1024 * 1024 + 1 + 2 * 28);
+    assert!(v[0]["integrity"].as_str().unwrap().starts_with("present"));
+    let table = success(run(cmd(&["inspect", big.to_str().unwrap()]), s), "inspect");
+    assert!(table.contains("local:test"), "{table}");
+
+    // An existing output is refused without --force (and kept), replaced with it.
+    let one = s.join("f1.bin");
+    let dec1 = s.join("dec-f1.bin");
+    std::fs::write(&dec1, b"keep me").unwrap();
+    let enc1 = s.join("f1.bin.cmk");
+    let dec_args = |extra: &[&str]| {
+        let mut a = vec![
+            "decrypt",
+            "--key",
+            keyarg.as_str(),
+            enc1.to_str().unwrap(),
+            "-o",
+            dec1.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        cmd(&a)
+    };
+    let line = one_error_line(run(dec_args(&[]), s), "existing output");
+    assert!(
+        line.contains("dec-f1.bin") && line.contains("--force"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(&dec1).unwrap(), b"keep me");
+    success(run(dec_args(&["--force"]), s), "decrypt --force");
+    assert_eq!(std::fs::read(&dec1).unwrap(), std::fs::read(&one).unwrap());
+
+    // A tampered body fails naming the file; no output, no temporary left.
+    let mut bytes = std::fs::read(&big).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let tampered = s.join("tampered").join("f4194305.bin.cmk");
+    std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
+    std::fs::write(&tampered, &bytes).unwrap();
+    let out_t = s.join("tampered").join("out.bin");
+    let line = one_error_line(
+        run(
+            cmd(&[
+                "decrypt",
+                "--key",
+                &keyarg,
+                tampered.to_str().unwrap(),
+                "-o",
+                out_t.to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "tampered",
+    );
+    assert!(line.contains("f4194305.bin.cmk"), "{line}");
+    assert!(!out_t.exists());
+    assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
+
+    // A renamed file fails (its object name no longer matches); no output.
+    let renamed = s.join("tampered").join("other.bin.cmk");
+    std::fs::copy(&big, &renamed).unwrap();
+    let line = one_error_line(
+        run(
+            cmd(&[
+                "decrypt",
+                "--key",
+                &keyarg,
+                renamed.to_str().unwrap(),
+                "-o",
+                out_t.to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "renamed",
+    );
+    assert!(
+        line.contains("other.bin.cmk") && line.contains("f4194305.bin"),
+        "{line}"
+    );
+    assert!(!out_t.exists());
+    assert!(leftovers(s).is_empty());
+
+    // Directories with -r: nested paths kept, .cmk appended and stripped.
+    let tree = s.join("tree");
+    std::fs::create_dir_all(tree.join("a/b")).unwrap();
+    std::fs::create_dir_all(tree.join("c")).unwrap();
+    std::fs::write(tree.join("top.txt"), b"top").unwrap();
+    std::fs::write(tree.join("a/b/deep.bin"), content(70_000)).unwrap();
+    std::fs::write(tree.join("c/empty"), b"").unwrap();
+    let enc_dir = s.join("enc-tree");
+    let dec_dir = s.join("dec-tree");
+    success(
+        run(
+            cmd(&[
+                "encrypt",
+                "--key",
+                &keyarg,
+                "-r",
+                tree.to_str().unwrap(),
+                "-o",
+                enc_dir.to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "encrypt -r",
+    );
+    for rel in ["top.txt.cmk", "a/b/deep.bin.cmk", "c/empty.cmk"] {
+        assert!(enc_dir.join(rel).is_file(), "{rel}");
+    }
+    let out = success(
+        run(cmd(&["inspect", "-r", enc_dir.to_str().unwrap()]), s),
+        "inspect -r",
+    );
+    assert_eq!(out.lines().count(), 4, "{out}");
+    success(
+        run(
+            cmd(&[
+                "decrypt",
+                "--key",
+                &keyarg,
+                "-r",
+                enc_dir.to_str().unwrap(),
+                "-o",
+                dec_dir.to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "decrypt -r",
+    );
+    for rel in ["top.txt", "a/b/deep.bin", "c/empty"] {
+        assert_eq!(
+            std::fs::read(dec_dir.join(rel)).unwrap(),
+            std::fs::read(tree.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    // A file moved to another directory in the tree fails.
+    std::fs::rename(enc_dir.join("top.txt.cmk"), enc_dir.join("c/top.txt.cmk")).unwrap();
+    let moved_out = s.join("dec-moved");
+    let line = one_error_line(
+        run(
+            cmd(&[
+                "decrypt",
+                "--key",
+                &keyarg,
+                "-r",
+                enc_dir.to_str().unwrap(),
+                "-o",
+                moved_out.to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "moved",
+    );
+    assert!(line.contains("top.txt.cmk"), "{line}");
+    assert!(!moved_out.join("c/top.txt").exists());
+
+    // A directory without -r, an az:// target, a local-key file without --key.
+    let line = one_error_line(
+        run(
+            cmd(&[
+                "encrypt",
+                "--key",
+                &keyarg,
+                tree.to_str().unwrap(),
+                "-o",
+                s.join("x").to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "dir without -r",
+    );
+    assert!(line.contains("-r"), "{line}");
+    let line = one_error_line(
+        run(
+            cmd(&["encrypt", "--key", &keyarg, "az://c/p", "-o", "az://c/q"]),
+            s,
+        ),
+        "az",
+    );
+    assert!(line.contains("Azure Blob"), "{line}");
+    let line = one_error_line(
+        run(
+            cmd(&[
+                "decrypt",
+                enc1.to_str().unwrap(),
+                "-o",
+                s.join("nokey").to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "no --key",
+    );
+    assert!(
+        line.contains("local:test") && line.contains("--key"),
+        "{line}"
+    );
+}
+
+#[test]
+fn decrypt_refuses_key_hosts_not_allowed() {
+    let tmp = TempDir::new().unwrap();
+    let s = tmp.path();
+    // A file whose recorded KeyId names another vault (crafted with a local key of that kid).
+    let kid = "https://evil.example:9443/keys/k/0123456789abcdef";
+    let key = key_file(s, kid);
+    let input = s.join("data.bin");
+    std::fs::write(&input, b"secret").unwrap();
+    let enc = s.join("data.bin.cmk");
+    success(
+        run(
+            cmd(&[
+                "encrypt",
+                "--key",
+                &format!("file:{}", key.display()),
+                "-q",
+                input.to_str().unwrap(),
+                "-o",
+                enc.to_str().unwrap(),
+            ]),
+            s,
+        ),
+        "encrypt",
+    );
+    let out = s.join("out.bin");
+    let mut c = cmd(&[
+        "decrypt",
+        enc.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    c.env("CMKVAULT_TOKEN", "not-a-real-token");
+    let line = one_error_line(run(c, s), "untrusted host");
+    assert!(
+        line.contains("evil.example:9443") && line.contains("--allow-key-host"),
+        "{line}"
+    );
+    assert!(line.contains("data.bin.cmk"), "{line}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn remote_rsa_key_round_trip() {
+    let tmp = TempDir::new().unwrap();
+    let s = tmp.path();
+    let data = s.join("data");
+    let server = Server::start(&data, s);
+    let token = success(
+        run(cmkvault(&["token", "--data", data.to_str().unwrap()]), s),
+        "token",
+    )
+    .trim()
+    .to_string();
+    let base = server.url();
+
+    // An RSA key in the vault.
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_trusting_ca(&data))
+        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], server.port)))
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let created: Value = rt.block_on(async {
+        let r = client
+            .post(format!("{base}/keys/dataset-kek/create?api-version=7.6"))
+            .bearer_auth(&token)
+            .json(&json!({"kty": "RSA", "key_size": 2048}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    });
+    let versioned = created["key"]["kid"].as_str().unwrap().to_string();
+
+    let ca = data.join("tls").join("ca.pem");
+    let with_env = |mut c: Command| {
+        c.env("CMKVAULT_TOKEN", &token)
+            .env("CMKVAULT_CA", &ca)
+            .env("CMKVAULT_URL", &base);
+        c
+    };
+    let input = s.join("model.bin");
+    std::fs::write(&input, content(100_000)).unwrap();
+    let enc = s.join("model.bin.cmk");
+    let kid = format!("{base}/keys/dataset-kek");
+    success(
+        run(
+            with_env(cmd(&[
+                "encrypt",
+                "--key",
+                &kid,
+                input.to_str().unwrap(),
+                "-o",
+                enc.to_str().unwrap(),
+            ])),
+            s,
+        ),
+        "encrypt (remote)",
+    );
+    // The versioned kid is recorded.
+    let out = success(
+        run(
+            cmd(&["inspect", "--format", "json", enc.to_str().unwrap()]),
+            s,
+        ),
+        "inspect",
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["kid"], versioned.as_str());
+    assert_eq!(v[0]["alg"], "RSA-OAEP-256");
+
+    // Decrypt without --key: the recorded KeyId's host is CMKVAULT_URL's.
+    let dec = s.join("model.dec");
+    success(
+        run(
+            with_env(cmd(&[
+                "decrypt",
+                enc.to_str().unwrap(),
+                "-o",
+                dec.to_str().unwrap(),
+            ])),
+            s,
+        ),
+        "decrypt (remote)",
+    );
+    assert_eq!(std::fs::read(&dec).unwrap(), content(100_000));
+
+    // And with --key naming the versionless key.
+    let dec2 = s.join("model.dec2");
+    success(
+        run(
+            with_env(cmd(&[
+                "decrypt",
+                "--key",
+                &kid,
+                enc.to_str().unwrap(),
+                "-o",
+                dec2.to_str().unwrap(),
+            ])),
+            s,
+        ),
+        "decrypt --key (remote)",
+    );
+    assert_eq!(std::fs::read(&dec2).unwrap(), content(100_000));
+
+    // shred-report: the versionless key and its version match; another version does not.
+    std::fs::create_dir_all(s.join("set/sub")).unwrap();
+    std::fs::copy(&enc, s.join("set/sub/model.bin.cmk")).unwrap();
+    let set = s.join("set");
+    for (k, n) in [
+        (kid.clone(), 1),
+        (versioned.clone(), 1),
+        (format!("{kid}/00000000000000000000000000000000"), 0),
+        ("local:test".to_string(), 0),
+    ] {
+        let out = success(
+            run(
+                cmd(&[
+                    "shred-report",
+                    "--key",
+                    &k,
+                    "-r",
+                    set.to_str().unwrap(),
+                    "--format",
+                    "json",
+                ]),
+                s,
+            ),
+            "shred-report",
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), n, "{k}: {out}");
+    }
+}
