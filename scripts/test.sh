@@ -4,7 +4,7 @@
 #
 #   bash scripts/test.sh
 #
-# Needs: Rust (cargo) and python3. The virtualenv is made at .venv on first use.
+# Needs: Rust (cargo) and python3 (node/npm for Azurite, else the az:// tests skip). The virtualenv is made at .venv on first use.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -58,6 +58,11 @@ ensure_venv
 .venv/bin/python --version
 .venv/bin/python -m pip list --disable-pip-version-check 2>/dev/null \
     | grep -Ei '^(azure-core|azure-identity|azure-keyvault-keys|cryptography|pytest) ' || true
+
+section "Azurite (blob emulator for the az:// tests; skipped if npm is unreachable)"
+# shellcheck source=scripts/azurite.sh
+source "$ROOT/scripts/azurite.sh"
+azurite_start || true
 
 section "Azure SDK interop suite (pytest -q interop)"
 TARGET_DIR=${CARGO_TARGET_DIR:-target}

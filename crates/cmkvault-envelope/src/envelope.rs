@@ -295,11 +295,10 @@ impl SealingKey {
         })
     }
 
-    /// The metadata for an object of `plaintext_length` bytes sealed with this key.
-    pub(crate) fn metadata(
-        &self,
-        plaintext_length: u64,
-    ) -> Result<EnvelopeMetadata, EnvelopeError> {
+    /// The metadata for an object of `plaintext_length` bytes sealed with this key (known in
+    /// advance when a store needs the metadata before the body, e.g. a multipart blob upload;
+    /// compare with what [`crate::EncryptWriter::finalize`] returns).
+    pub fn metadata(&self, plaintext_length: u64) -> Result<EnvelopeMetadata, EnvelopeError> {
         let ed = EncryptionData::new(
             &self.kid,
             &self.wrapped,

@@ -20,6 +20,8 @@ use cmkvault_envelope::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+mod blob;
+
 /// The suffix of encrypted files.
 const SUFFIX: &str = ".cmk";
 /// Bytes a v2 region adds to its plaintext (nonce and tag).
@@ -75,6 +77,10 @@ pub(crate) struct DecryptArgs {
     /// Accept data keys wrapped with RSA1_5 (legacy data only).
     #[arg(long)]
     allow_legacy: bool,
+    /// Accept objects without a cmkvault integrity record: only for objects written by other
+    /// tools (an Azure SDK); truncation at a region boundary and renames are then undetectable.
+    #[arg(long)]
+    no_integrity: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -371,6 +377,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// `cmkvault encrypt`.
 pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
+    if args.common.output.starts_with(blob::SCHEME) {
+        return blob::encrypt(args).await;
+    }
     let jobs = plan(&args.common, false)?;
     let key = load_key(&args.key).await?;
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
@@ -509,11 +518,19 @@ impl Keys {
 
 /// `cmkvault decrypt`.
 pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
+    if args
+        .common
+        .inputs
+        .iter()
+        .any(|i| i.starts_with(blob::SCHEME))
+    {
+        return blob::decrypt(args).await;
+    }
     let jobs = plan(&args.common, true)?;
     let mut keys = Keys::new(&args).await?;
     let opts = OpenOptions {
         allow_legacy: args.allow_legacy,
-        ..OpenOptions::default()
+        require_integrity: !args.no_integrity,
     };
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
     let force = args.common.force;
@@ -591,12 +608,20 @@ fn inspect_one(path: &Path) -> Result<Inspection> {
     let start = f
         .stream_position()
         .with_context(|| format!("{shown}: cannot read"))?;
-    let body = len.saturating_sub(start);
+    inspection(shown, &meta, len.saturating_sub(start))
+}
+
+/// What `inspect` shows of an object with metadata `meta` and a body of `body` bytes.
+fn inspection(
+    shown: String,
+    meta: &cmkvault_envelope::EnvelopeMetadata,
+    body: u64,
+) -> Result<Inspection> {
     let opts = OpenOptions {
         allow_legacy: true,
         require_integrity: false,
     };
-    let env = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
+    let env = Envelope::parse(meta, &opts).with_context(|| shown.clone())?;
     let region = env.data_length();
     let full = body / (region + REGION_OVERHEAD);
     let rest = body % (region + REGION_OVERHEAD);
@@ -713,11 +738,19 @@ pub(crate) fn shred_report(args: ShredReportArgs) -> Result<()> {
 
 /// `cmkvault inspect`.
 pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
-    let files = cmk_files(&args.targets, args.recursive)?;
-    let rows: Vec<Inspection> = files
-        .iter()
-        .map(|p| inspect_one(p))
-        .collect::<Result<_>>()?;
+    let mut rows: Vec<Inspection> = Vec::new();
+    for t in &args.targets {
+        if t.starts_with(blob::SCHEME) {
+            let handle = tokio::runtime::Handle::current();
+            rows.push(tokio::task::block_in_place(|| {
+                handle.block_on(blob::inspect_one(t))
+            })?);
+        } else {
+            for p in cmk_files(std::slice::from_ref(t), args.recursive)? {
+                rows.push(inspect_one(&p)?);
+            }
+        }
+    }
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
