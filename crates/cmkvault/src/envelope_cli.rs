@@ -1,5 +1,5 @@
-//! `cmkvault encrypt`, `decrypt` and `inspect`: envelope encryption of local files and
-//! directories into `.cmk` containers (see `docs/envelope-format.md`).
+//! `cmkvault encrypt`, `decrypt`, `inspect`, `shred-report` and `rewrap`: envelope encryption
+//! of local files and directories into `.cmk` containers (see `docs/envelope-format.md`).
 //!
 //! Object names: every file is bound (in its integrity record) to its path relative to the
 //! input root, `/`-separated: for a file given on the command line, its file name; for a file
