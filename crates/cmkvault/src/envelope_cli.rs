@@ -1,5 +1,5 @@
-//! `cmkvault encrypt`, `decrypt` and `inspect`: envelope encryption of local files and
-//! directories into `.cmk` containers (see `docs/envelope-format.md`).
+//! `cmkvault encrypt`, `decrypt`, `inspect`, `shred-report` and `rewrap`: envelope encryption
+//! of local files and directories into `.cmk` containers (see `docs/envelope-format.md`).
 //!
 //! Object names: every file is bound (in its integrity record) to its path relative to the
 //! input root, `/`-separated: for a file given on the command line, its file name; for a file
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use cmkvault_envelope::{
-    read_container, seal_container_with, DecryptReader, Envelope, KeyEncryptionKey, LocalKey,
-    OpenOptions, RemoteKey, RemoteKeyConfig, SealingKey,
+    read_container, seal_container_with, write_container, DecryptReader, Envelope,
+    KeyEncryptionKey, KeySource, LocalKey, OpenOptions, RemoteKey, RemoteKeyConfig, SealingKey,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -147,6 +147,47 @@ pub(crate) struct ShredReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+}
+
+/// `cmkvault rewrap`.
+#[derive(Args)]
+#[command(after_help = "\
+Re-wraps each file's data key to another key without touching its encrypted regions: the \
+data key is unwrapped once with the file's current key, wrapped with the new one, and a new \
+file with the new header and the same body bytes is written next to the original, synced and \
+renamed over it (a failure leaves the original intact). Prints FILE: OLD-KID -> NEW-KID per \
+file (unless -q); a file already under the new key is left alone.
+
+--to KID: https://HOST[:PORT]/keys/NAME[/VERSION] (a versionless id means that key's current \
+version) or file:PATH (a local key). --to latest: the current version of each file's own vault \
+key (after a rotation), so the old version can then be disabled.
+
+The current key: the KeyId recorded in each file, under decrypt's rule (a recorded https \
+KeyId only on the host of CMKVAULT_URL or one named by --allow-key-host), or --key. Files are \
+checked against their object name as decrypt does (a renamed or moved file fails).")]
+pub(crate) struct RewrapArgs {
+    /// The new key-encryption key: a key id URL, file:PATH, or `latest` (see below).
+    #[arg(long, value_name = "KID|latest")]
+    to: String,
+    /// The current key: a key id URL or file:PATH (default: the file's recorded KeyId).
+    #[arg(long, value_name = "KID")]
+    key: Option<String>,
+    /// Also trust KeyIds on this HOST[:PORT] (repeatable; port 443 if omitted).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    allow_key_host: Vec<String>,
+    /// Accept data keys wrapped with RSA1_5 (legacy data only; re-wrapped with the new key's
+    /// algorithm).
+    #[arg(long)]
+    allow_legacy: bool,
+    /// Re-wrap the .cmk files below directory targets.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Print nothing on success.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// .cmk files (or directories with -r).
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
 }
 
 /// One file to process: where it is, where its output goes, the object name it is bound to.
@@ -352,20 +393,20 @@ fn commit(tmp: tempfile::NamedTempFile, output: &Path, force: bool) -> Result<()
     })
 }
 
-/// Parses `--key`: a key id URL (remote) or `file:PATH` (local JWK).
-async fn load_key(spec: &str) -> Result<Arc<dyn KeyEncryptionKey>> {
+/// Parses `--key` (or `flag`): a key id URL (remote) or `file:PATH` (local JWK).
+async fn load_key(flag: &str, spec: &str) -> Result<Arc<dyn KeyEncryptionKey>> {
     if let Some(path) = spec.strip_prefix("file:") {
-        let key = LocalKey::load(Path::new(path)).with_context(|| format!("--key {spec}"))?;
+        let key = LocalKey::load(Path::new(path)).with_context(|| format!("{flag} {spec}"))?;
         return Ok(Arc::new(key));
     }
     if spec.starts_with("https://") {
-        let config = RemoteKeyConfig::from_env().context("--key")?;
+        let config = RemoteKeyConfig::from_env().context(flag.to_string())?;
         let key = RemoteKey::connect(spec, config)
             .await
-            .with_context(|| format!("--key {spec}"))?;
+            .with_context(|| format!("{flag} {spec}"))?;
         return Ok(Arc::new(key));
     }
-    bail!("--key {spec}: expected https://HOST[:PORT]/keys/NAME[/VERSION] or file:PATH")
+    bail!("{flag} {spec}: expected https://HOST[:PORT]/keys/NAME[/VERSION] or file:PATH")
 }
 
 /// Runs a blocking closure off the runtime.
@@ -381,7 +422,7 @@ pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
         return blob::encrypt(args).await;
     }
     let jobs = plan(&args.common, false)?;
-    let key = load_key(&args.key).await?;
+    let key = load_key("--key", &args.key).await?;
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
     let force = args.common.force;
     let result = async {
@@ -441,8 +482,8 @@ enum Given {
 }
 
 impl Keys {
-    async fn new(args: &DecryptArgs) -> Result<Keys> {
-        let given = match &args.key {
+    async fn new(key: Option<&str>, allow_key_host: &[String]) -> Result<Keys> {
+        let given = match key {
             None => None,
             Some(spec) => {
                 if let Some(path) = spec.strip_prefix("file:") {
@@ -468,7 +509,7 @@ impl Keys {
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_URL.to_string());
         let mut allowed: Vec<String> = host_port(vault.trim()).into_iter().collect();
-        for h in &args.allow_key_host {
+        for h in allow_key_host {
             allowed.push(normalize_host(h)?);
         }
         Ok(Keys {
@@ -527,7 +568,7 @@ pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
         return blob::decrypt(args).await;
     }
     let jobs = plan(&args.common, true)?;
-    let mut keys = Keys::new(&args).await?;
+    let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
     let opts = OpenOptions {
         allow_legacy: args.allow_legacy,
         require_integrity: !args.no_integrity,
@@ -776,6 +817,151 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
                     r.integrity
                 )?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The `.cmk` files named by `targets` with the object names they are bound to (decrypt's
+/// rule: the path relative to the target root with `.cmk` stripped).
+fn named_cmk_files(targets: &[String], recursive: bool) -> Result<Vec<(PathBuf, String)>> {
+    let strip = |rel: &str, path: &Path| -> Result<String> {
+        match rel.strip_suffix(SUFFIX) {
+            Some(stem) if !stem.is_empty() && !stem.ends_with('/') => Ok(stem.to_string()),
+            _ => bail!("{}: not a {SUFFIX} file", path.display()),
+        }
+    };
+    let mut files = Vec::new();
+    for t in targets {
+        let path = local_path(t)?;
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        if meta.is_dir() {
+            if !recursive {
+                bail!("{}: is a directory (use -r)", path.display());
+            }
+            for (p, rel) in walk(&path)? {
+                if rel.ends_with(SUFFIX) {
+                    let name = strip(&rel, &p)?;
+                    files.push((p, name));
+                }
+            }
+        } else {
+            let name = strip(&file_name_of(&path)?, &path)?;
+            files.push((path, name));
+        }
+    }
+    if files.is_empty() {
+        bail!("no {SUFFIX} files found");
+    }
+    Ok(files)
+}
+
+/// The versionless key id (`https://HOST[:PORT]/keys/NAME`) of a vault key id.
+fn versionless(kid: &str) -> Option<String> {
+    let u = reqwest::Url::parse(kid).ok()?;
+    if u.scheme() != "https" || u.query().is_some() {
+        return None;
+    }
+    let segs: Vec<&str> = u.path_segments()?.filter(|p| !p.is_empty()).collect();
+    match segs.as_slice() {
+        [k, name] | [k, name, _] if k.eq_ignore_ascii_case("keys") => {
+            let host = u.host_str()?;
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            Some(format!("https://{host}{port}/keys/{name}"))
+        }
+        _ => None,
+    }
+}
+
+/// Writes `header` then the rest of `body` to a temporary file beside `path`, syncs it and
+/// renames it over `path` (keeping `path`'s permissions); the original is untouched on error.
+fn replace_header(
+    path: &Path,
+    mut body: File,
+    header: &cmkvault_envelope::EnvelopeMetadata,
+) -> Result<()> {
+    let shown = path.display().to_string();
+    let perms = body
+        .metadata()
+        .with_context(|| format!("{shown}: cannot stat"))?
+        .permissions();
+    let tmp = temp_for(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp);
+    write_container(&mut w, header, None).with_context(|| format!("{shown}: cannot write"))?;
+    std::io::copy(&mut body, &mut w).with_context(|| format!("{shown}: cannot copy the body"))?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| anyhow!("{shown}: cannot write: {}", e.error()))?;
+    std::fs::set_permissions(tmp.path(), perms)
+        .with_context(|| format!("{shown}: cannot set permissions"))?;
+    commit(tmp, path, true)?;
+    // Make the rename itself durable.
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// `cmkvault rewrap`.
+pub(crate) async fn rewrap(args: RewrapArgs) -> Result<()> {
+    let files = named_cmk_files(&args.targets, args.recursive)?;
+    let to_latest = args.to == "latest";
+    let fixed: Option<Arc<dyn KeyEncryptionKey>> = if to_latest {
+        None
+    } else {
+        Some(load_key("--to", &args.to).await?)
+    };
+    let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
+    let opts = OpenOptions {
+        allow_legacy: args.allow_legacy,
+        ..OpenOptions::default()
+    };
+    let mut out = std::io::stdout().lock();
+    for (path, name) in files {
+        let shown = path.display().to_string();
+        let mut f = File::open(&path).with_context(|| format!("{shown}: cannot open"))?;
+        // Unbuffered: read_container reads exactly the header, leaving `f` at the body.
+        let meta = read_container(&mut f).with_context(|| shown.clone())?;
+        let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
+        let old_kid = envelope.kid().to_string();
+        let new_key = match &fixed {
+            Some(k) => k.clone(),
+            None => {
+                let Some(latest) = versionless(&old_kid) else {
+                    bail!(
+                        "{shown}: the data key is wrapped under {old_kid}, not a vault key id: \
+                         --to latest needs one (use --to KID)"
+                    );
+                };
+                keys.for_kid(&latest).await.with_context(|| shown.clone())?
+            }
+        };
+        if new_key.kid() == old_kid {
+            if !args.quiet {
+                writeln!(out, "{shown}: {old_kid} (already under this key)")?;
+            }
+            continue;
+        }
+        let old_key = keys
+            .for_kid(&old_kid)
+            .await
+            .with_context(|| shown.clone())?;
+        let new_meta = cmkvault_envelope::rewrap(
+            KeySource::Key(old_key.as_ref()),
+            new_key.as_ref(),
+            &meta,
+            &name,
+            &opts,
+        )
+        .await
+        .with_context(|| format!("{shown} (object name {name:?})"))?;
+        let path2 = path.clone();
+        blocking(move || replace_header(&path2, f, &new_meta)).await?;
+        if !args.quiet {
+            writeln!(out, "{shown}: {old_kid} -> {}", new_key.kid())?;
         }
     }
     Ok(())

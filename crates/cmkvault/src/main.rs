@@ -69,6 +69,8 @@ enum Command {
     Inspect(envelope_cli::InspectArgs),
     /// List the .cmk files that become unreadable if a key (or key version) is revoked.
     ShredReport(envelope_cli::ShredReportArgs),
+    /// Re-wrap the data keys of .cmk files to another key or the key's latest version.
+    Rewrap(envelope_cli::RewrapArgs),
 }
 
 #[derive(Args, Clone)]
@@ -463,6 +465,7 @@ fn main() -> ExitCode {
             Command::Decrypt(a) => envelope_cli::decrypt(a).await,
             Command::Inspect(a) => envelope_cli::inspect(a),
             Command::ShredReport(a) => envelope_cli::shred_report(a),
+            Command::Rewrap(a) => envelope_cli::rewrap(a).await,
         }
     });
     match result {

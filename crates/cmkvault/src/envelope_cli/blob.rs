@@ -168,7 +168,7 @@ pub(super) async fn encrypt(args: EncryptArgs) -> Result<()> {
             Err(e) => return Err(anyhow!("{shown}: {e}")),
         }
     }
-    let key = load_key(&args.key).await?;
+    let key = load_key("--key", &args.key).await?;
     let sealing = cmkvault_envelope::SealingKey::new(key.as_ref(), &dest.object_name())
         .await
         .with_context(|| input.display().to_string())?;
@@ -335,7 +335,7 @@ pub(super) async fn decrypt(args: DecryptArgs) -> Result<()> {
         .map_err(|e| anyhow!("{shown}: {e}"))?;
     let meta = envelope_metadata(&got.attributes).with_context(|| shown.clone())?;
     let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
-    let mut keys = Keys::new(&args).await?;
+    let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
     let key = keys
         .for_kid(envelope.kid())
         .await
