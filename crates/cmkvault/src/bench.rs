@@ -40,6 +40,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+mod envelope;
+
 /// api-version sent on every request.
 const API_VERSION: &str = "7.5";
 /// Most concurrent clients.
@@ -61,7 +63,8 @@ const RAW_BATCH: u64 = 8;
 /// Arguments of `cmkvault bench`.
 #[derive(Args)]
 pub(crate) struct BenchArgs {
-    /// Operation: unwrapkey, wrapkey, sign, decrypt or get.
+    /// Operation: unwrapkey, wrapkey, sign, decrypt or get (a key operation against a server),
+    /// or envelope (file encryption with a local key: see --size, --files, --dir, --rewrap).
     pub op: String,
     /// Concurrent clients, each with its own keep-alive HTTPS (HTTP/1.1) connection.
     #[arg(long, default_value_t = 16)]
@@ -105,6 +108,21 @@ pub(crate) struct BenchArgs {
     /// machine's speed hits both alike; reports each throughput and their ratio.
     #[arg(long, default_value = "on", value_parser = ["on", "off", "both"])]
     pub audit: String,
+    /// envelope: bytes per file, such as 1GiB, 64KiB or 4096 (default 1GiB).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// envelope: number of files of --size (default 1).
+    #[arg(long)]
+    pub files: Option<usize>,
+    /// envelope: directory for the temporary files (default: the system temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// envelope: time re-wrapping every .cmk header to a second key instead of copy/decrypt.
+    #[arg(long)]
+    pub rewrap: bool,
+    /// envelope: fsync every output file before it counts (default: through the page cache).
+    #[arg(long)]
+    pub fsync: bool,
 }
 
 /// The operation under test.
@@ -125,7 +143,10 @@ impl Op {
             "sign" => Op::Sign,
             "decrypt" => Op::Decrypt,
             "get" => Op::Get,
-            _ => bail!("unknown operation '{text}': use unwrapkey, wrapkey, sign, decrypt or get"),
+            _ => bail!(
+                "unknown operation '{text}': use unwrapkey, wrapkey, sign, decrypt or get, or \
+                 envelope"
+            ),
         })
     }
 
@@ -934,7 +955,18 @@ fn secs(d: Duration) -> String {
 
 /// Runs the benchmark.
 pub(crate) async fn run(args: BenchArgs) -> Result<()> {
+    if args.op.eq_ignore_ascii_case("envelope") {
+        return envelope::run(&args).await;
+    }
     let op = Op::parse(&args.op)?;
+    if args.size.is_some()
+        || args.files.is_some()
+        || args.dir.is_some()
+        || args.rewrap
+        || args.fsync
+    {
+        bail!("--size, --files, --dir, --rewrap and --fsync apply to `bench envelope` only");
+    }
     let duration = crate::parse_duration(&args.duration).context("--duration")?;
     if duration < Duration::from_secs(1) || duration > MAX_DURATION {
         bail!("--duration must be between 1s and 1h");

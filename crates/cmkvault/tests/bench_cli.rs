@@ -98,3 +98,100 @@ fn bad_bench_flags_get_one_error_line() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
 }
+
+/// `X MB/s, Y files/s (Z s)` → (X, Y).
+fn rates(text: &str) -> (f64, f64) {
+    let mut parts = text.split(", ");
+    let mbps = parts.next().unwrap().strip_suffix(" MB/s").unwrap();
+    let fps = parts.next().unwrap().split(" files/s").next().unwrap();
+    (mbps.parse().unwrap(), fps.parse().unwrap())
+}
+
+/// `bench envelope` in `dir`; checks the temp files are gone afterwards.
+fn envelope_bench(args: &[&str]) -> String {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("benchdir");
+    std::fs::create_dir(&dir).unwrap();
+    let mut all = vec!["bench", "envelope", "--dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = success(run(cmkvault(&all), tmp.path()), &all.join(" "));
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "temporary files left in {}",
+        dir.display()
+    );
+    out
+}
+
+#[test]
+fn envelope_bench_prints_copy_encrypt_decrypt_raw_and_ratios() {
+    for (args, header) in [
+        (&["--size", "5MiB"][..], "size=5MiB files=1 bytes=5242880"),
+        (
+            &["--files", "3", "--size", "64KiB"][..],
+            "size=64KiB files=3 bytes=196608",
+        ),
+    ] {
+        let out = envelope_bench(args);
+        let head = line_value(&out, "bench: op=envelope");
+        assert!(head.contains("key=local A256KW"), "{out}");
+        assert!(head.contains(header), "{out}");
+        for phase in ["copy:", "encrypt:", "decrypt:"] {
+            let (mbps, fps) = rates(line_value(&out, phase));
+            assert!(mbps > 0.0 && fps > 0.0, "{phase} {out}");
+        }
+        let raw = line_value(&out, "raw aes-256-gcm:");
+        let mbps: f64 = raw.split(" MB/s").next().unwrap().parse().unwrap();
+        assert!(mbps > 0.0, "{out}");
+        assert!(raw.contains("4 MiB"), "{out}");
+        line_value(&out, "check: the first decrypted file matches its input");
+        for r in ["encrypt/copy", "decrypt/copy", "encrypt/raw"] {
+            let v = line_value(&out, &format!("ratio {r}:"));
+            let pct: f64 = v.strip_suffix('%').unwrap().parse().unwrap();
+            assert!(pct > 0.0, "{r}: {out}");
+        }
+    }
+}
+
+#[test]
+fn envelope_bench_rewrap_reports_objects_per_second_and_checks_bodies() {
+    let out = envelope_bench(&["--rewrap", "--files", "20", "--size", "64KiB"]);
+    let head = line_value(&out, "bench: op=envelope");
+    assert!(head.contains("mode=rewrap"), "{out}");
+    assert!(head.contains("to=local A256KW"), "{out}");
+    rates(line_value(&out, "encrypt:"));
+    let rewrap = line_value(&out, "rewrap:");
+    assert!(rewrap.starts_with("20 objects in "), "{out}");
+    let ops: f64 = rewrap
+        .split(", ")
+        .nth(1)
+        .unwrap()
+        .strip_suffix(" objects/s")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ops > 0.0, "{out}");
+    assert!(
+        line_value(&out, "rewrap check:").starts_with("body unchanged in 16 sampled objects"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_envelope_bench_flags_get_one_error_line() {
+    let tmp = TempDir::new().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["bench", "unwrapkey", "--size", "1MiB"], "bench envelope"),
+        (&["bench", "envelope", "--size", "1TB"], "KiB, MiB or GiB"),
+        (&["bench", "envelope", "--files", "0"], "--files"),
+        (
+            &["bench", "envelope", "--dir", "/nonexistent/cmkvault-bench"],
+            "not a directory",
+        ),
+    ];
+    for (args, needle) in cases {
+        let line = one_error_line(run(cmkvault(args), tmp.path()), &args.join(" "));
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
