@@ -436,7 +436,9 @@ pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
                     .with_context(|| format!("{}: cannot open", job.input.display()))?;
                 let tmp = temp_for(&job.output)?;
                 let mut w = BufWriter::with_capacity(1 << 20, tmp);
-                seal_container_with(sealing, Counting { inner: input, bar }, &mut w)
+                // 1 MiB reads: io::copy would otherwise read 8 KiB at a time.
+                let input = BufReader::with_capacity(1 << 20, Counting { inner: input, bar });
+                seal_container_with(sealing, input, &mut w)
                     .with_context(|| format!("{}", job.input.display()))?;
                 let tmp = w.into_inner().map_err(|e| {
                     anyhow!("{}: cannot write: {}", job.output.display(), e.error())
