@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use cmkvault_envelope::{
-    read_container, seal_container_with, write_container, DecryptReader, Envelope,
+    read_container, seal_container_with, write_container, DataKey, DecryptReader, Envelope,
     KeyEncryptionKey, KeySource, LocalKey, OpenOptions, RemoteKey, RemoteKeyConfig, SealingKey,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -557,6 +557,11 @@ impl Keys {
         self.cache.insert(kid.to_string(), key.clone());
         Ok(key)
     }
+    /// Unwraps an envelope's data key with the key its `KeyId` names (once per object).
+    async fn unwrap_dek(&mut self, envelope: &Envelope) -> Result<DataKey> {
+        let key = self.for_kid(envelope.kid()).await?;
+        Ok(envelope.unwrap_dek(key.as_ref()).await?)
+    }
 }
 
 /// `cmkvault decrypt`.
@@ -588,12 +593,8 @@ pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
                 let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
                 (envelope, reader)
             };
-            let key = keys
-                .for_kid(envelope.kid())
-                .await
-                .with_context(|| shown.clone())?;
-            let dek = envelope
-                .unwrap_dek(key.as_ref())
+            let dek = keys
+                .unwrap_dek(&envelope)
                 .await
                 .with_context(|| shown.clone())?;
             let bar = bar.clone();

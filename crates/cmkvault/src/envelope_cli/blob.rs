@@ -336,12 +336,8 @@ pub(super) async fn decrypt(args: DecryptArgs) -> Result<()> {
     let meta = envelope_metadata(&got.attributes).with_context(|| shown.clone())?;
     let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
     let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
-    let key = keys
-        .for_kid(envelope.kid())
-        .await
-        .with_context(|| shown.clone())?;
-    let dek = envelope
-        .unwrap_dek(key.as_ref())
+    let dek = keys
+        .unwrap_dek(&envelope)
         .await
         .with_context(|| shown.clone())?;
     let bar = progress(got.meta.size, common.quiet);
