@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    cmkvault, failure_lines, https_client, run, serve_with_token, success, Output, Server,
+    cmkvault, failure_lines, run, runtime_and_client, serve_with_token, success, Output, Server,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -67,14 +67,7 @@ struct Http {
 
 impl Http {
     fn new(server: &AdminServer) -> Http {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = {
-            let _g = rt.enter();
-            https_client(&server.server.data, server.server.port)
-        };
+        let (rt, client) = runtime_and_client(&server.server.data, server.server.port);
         Http {
             rt,
             client,

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use common::{cmkvault, https_client, one_error_line, run, serve_with_token, success, Server};
+use common::{
+    cmkvault, one_error_line, run, runtime_and_client, serve_with_token, success, Server,
+};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -372,14 +374,7 @@ impl Vault {
     fn start(s: &Path) -> Vault {
         let data = s.join("data");
         let (server, token) = serve_with_token(&data, s);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = {
-            let _g = rt.enter();
-            https_client(&data, server.port)
-        };
+        let (rt, client) = runtime_and_client(&data, server.port);
         Vault {
             base: server.url(),
             ca: data.join("tls").join("ca.pem"),

@@ -188,6 +188,19 @@ pub fn https_client(data: &Path, port: u16) -> reqwest::Client {
         .unwrap()
 }
 
+/// A current-thread runtime for blocking tests and an [`https_client`] made inside it.
+pub fn runtime_and_client(data: &Path, port: u16) -> (tokio::runtime::Runtime, reqwest::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = {
+        let _g = rt.enter();
+        https_client(data, port)
+    };
+    (rt, client)
+}
+
 /// Starts `cmkvault serve` over `data` and mints a bootstrap-administrator token for it.
 pub fn serve_with_token(data: &Path, scratch: &Path) -> (Server, String) {
     let server = Server::start(data, scratch);
