@@ -66,10 +66,20 @@ async fn open_bytes(
     body: &[u8],
     opts: &OpenOptions,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let k = kek();
+    open_with(&kek(), meta, name, body, opts).await
+}
+
+/// [`open_bytes`] under the key `k` instead of [`kek`].
+async fn open_with(
+    k: &LocalKey,
+    meta: &EnvelopeMetadata,
+    name: &str,
+    body: &[u8],
+    opts: &OpenOptions,
+) -> Result<Vec<u8>, EnvelopeError> {
     let mut out = Vec::new();
     open(
-        KeySource::Key(&k),
+        KeySource::Key(k),
         meta,
         name,
         Cursor::new(body),
@@ -524,33 +534,14 @@ async fn attack_random_and_mixed_nonces() {
 async fn wrong_key_and_kid_mismatch_name_the_key() {
     let (meta, body) = seal_bytes("o", b"data").await;
     let other = LocalKey::from_oct("local:other", &[1u8; 32]).unwrap();
-    let mut out = Vec::new();
-    let e = open(
-        KeySource::Key(&other),
-        &meta,
-        "o",
-        Cursor::new(&body),
-        &mut out,
-        &OpenOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = err_text(open_with(&other, &meta, "o", &body, &OpenOptions::default()).await);
     assert!(
-        e.to_string().contains("key local:kek1") && e.to_string().contains("wrong key"),
+        e.contains("key local:kek1") && e.contains("wrong key"),
         "{e}"
     );
     let same_kid = LocalKey::from_oct(KID, &[1u8; 32]).unwrap();
-    let e = open(
-        KeySource::Key(&same_kid),
-        &meta,
-        "o",
-        Cursor::new(&body),
-        &mut out,
-        &OpenOptions::default(),
-    )
-    .await
-    .unwrap_err();
-    assert!(e.to_string().contains("unwrap failed"), "{e}");
+    let e = err_text(open_with(&same_kid, &meta, "o", &body, &OpenOptions::default()).await);
+    assert!(e.contains("unwrap failed"), "{e}");
 }
 
 #[tokio::test]

@@ -14,8 +14,7 @@ mod common;
 
 use cmkvault_crypto::Alg;
 use cmkvault_envelope::{Credential, KeyEncryptionKey, RemoteKey, RemoteKeyConfig};
-use common::TestServer;
-use reqwest::Method;
+use common::{ok, TestServer};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -51,10 +50,10 @@ fn version_of(kid: &str) -> &str {
 async fn rsa_and_oct_keys_round_trip_and_versionless_ids_resolve() {
     let ts = TestServer::start().await;
     let rsa_kid = ts
-        .create_key("rsa-kek", json!({"kty": "RSA", "key_size": 2048}))
+        .create_kid("rsa-kek", json!({"kty": "RSA", "key_size": 2048}))
         .await;
     let oct_kid = ts
-        .create_key("oct-kek", json!({"kty": "oct-HSM", "key_size": 256}))
+        .create_kid("oct-kek", json!({"kty": "oct-HSM", "key_size": 256}))
         .await;
 
     for (name, kid, alg) in [
@@ -89,7 +88,7 @@ async fn rsa_and_oct_keys_round_trip_and_versionless_ids_resolve() {
         .unwrap();
     let old = key.wrap(&payload()).await.unwrap();
     let new_kid = ts
-        .create_key("rsa-kek", json!({"kty": "RSA", "key_size": 2048}))
+        .create_kid("rsa-kek", json!({"kty": "RSA", "key_size": 2048}))
         .await;
     assert_ne!(new_kid, rsa_kid);
     let current = RemoteKey::connect(&format!("{}/keys/rsa-kek", ts.base), admin_config(&ts))
@@ -131,7 +130,7 @@ async fn rsa_and_oct_keys_round_trip_and_versionless_ids_resolve() {
 #[tokio::test]
 async fn rsa_wraps_locally_with_one_get() {
     let ts = TestServer::start().await;
-    ts.create_key("bulk", json!({"kty": "RSA", "key_size": 2048}))
+    ts.create_kid("bulk", json!({"kty": "RSA", "key_size": 2048}))
         .await;
     let before = ts.audit_ops().len();
     let key = RemoteKey::connect(&format!("{}/keys/bulk", ts.base), admin_config(&ts))
@@ -166,7 +165,7 @@ async fn rsa_wraps_locally_with_one_get() {
 async fn client_secret_with_the_least_role_then_revoked() {
     let ts = TestServer::start().await;
     let kid = ts
-        .create_key("svc-kek", json!({"kty": "RSA", "key_size": 2048}))
+        .create_kid("svc-kek", json!({"kty": "RSA", "key_size": 2048}))
         .await;
     let (oid, client_id, secret) = ts.create_identity("svc-ai").await;
     let assignment = ts.assign(&oid, SERVICE_ENCRYPTION_USER, "svc-kek").await;
@@ -223,16 +222,16 @@ async fn client_secret_with_the_least_role_then_revoked() {
 async fn disabled_missing_and_unauthenticated_keys_are_named() {
     let ts = TestServer::start().await;
     let kid = ts
-        .create_key("soon-off", json!({"kty": "oct-HSM", "key_size": 256}))
+        .create_kid("soon-off", json!({"kty": "oct-HSM", "key_size": 256}))
         .await;
     let key = RemoteKey::connect(&kid, admin_config(&ts)).await.unwrap();
     let wrapped = key.wrap(&payload()).await.unwrap();
-    ts.ok(
-        Method::PATCH,
-        &format!("/keys/soon-off/{}", version_of(&kid)),
-        Some(json!({"attributes": {"enabled": false}})),
-    )
-    .await;
+    ok(ts
+        .patch(
+            &format!("/keys/soon-off/{}", version_of(&kid)),
+            json!({"attributes": {"enabled": false}}),
+        )
+        .await);
     let e = key
         .unwrap(&wrapped, Alg::A256Kw)
         .await

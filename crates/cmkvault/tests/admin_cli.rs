@@ -14,7 +14,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{cmkvault, failure_lines, run, success, tls_trusting_ca, Output, Server, TIMEOUT};
+use common::{
+    cmkvault, failure_lines, run, runtime_and_client, serve_with_token, success, Output, Server,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -37,18 +39,8 @@ struct AdminServer {
 
 impl AdminServer {
     fn start(data: &Path, scratch: &Path) -> AdminServer {
-        let server = Server::start(data, scratch);
-        let t = success(
-            run(
-                cmkvault(&["token", "--data", data.to_str().unwrap()]),
-                scratch,
-            ),
-            "token",
-        );
-        AdminServer {
-            server,
-            token: t.trim().to_string(),
-        }
+        let (server, token) = serve_with_token(data, scratch);
+        AdminServer { server, token }
     }
 
     fn url(&self) -> String {
@@ -75,20 +67,7 @@ struct Http {
 
 impl Http {
     fn new(server: &AdminServer) -> Http {
-        let tls = tls_trusting_ca(&server.server.data);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = {
-            let _g = rt.enter();
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(tls)
-                .no_proxy()
-                .timeout(TIMEOUT)
-                .build()
-                .unwrap()
-        };
+        let (rt, client) = runtime_and_client(&server.server.data, server.server.port);
         Http {
             rt,
             client,

@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use base64::Engine;
 use cmkvault_store::SqliteAuditStore;
 use cmkvault_vault::audit::{chain_hash, AuditEvent, AuditLog, AuditOptions};
 use cmkvault_vault::tokens::BOOTSTRAP_ADMIN_OID;
-use common::{cmkvault, run, success, tls_trusting_ca, Output, Server};
+use common::{cmkvault, https_client, run, serve_with_token, success, Output, Server};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -52,31 +51,6 @@ fn broken_at(o: Output, seq: i64, what: &str) -> String {
         "{what}: {line}"
     );
     line
-}
-
-/// An HTTPS client trusting `DATA/tls/ca.pem`, with `localhost` pinned to 127.0.0.1.
-fn https_client(data: &Path, port: u16) -> reqwest::Client {
-    let tls = tls_trusting_ca(data);
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// Starts `cmkvault serve` over `data` and mints a bootstrap-administrator token for it.
-fn serve_with_token(data: &Path, scratch: &Path) -> (Server, String) {
-    let server = Server::start(data, scratch);
-    let token = success(
-        run(
-            cmkvault(&["token", "--data", data.to_str().unwrap()]),
-            scratch,
-        ),
-        "token",
-    );
-    (server, token.trim().to_string())
 }
 
 /// Copies a directory tree (the data directory, for tampering with a copy), with its modes

@@ -15,14 +15,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use common::{cmkvault, one_error_line, run, success, tls_trusting_ca, Server};
+use common::{
+    cmkvault, one_error_line, run, runtime_and_client, serve_with_token, success, Server,
+};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -43,6 +44,25 @@ fn key_file(dir: &Path, kid: &str) -> PathBuf {
 
 fn cmd(args: &[&str]) -> Command {
     cmkvault(args)
+}
+
+/// `cmkvault ARGS INPUT -o OUTPUT`.
+fn io_cmd(args: &[&str], input: &Path, output: &Path) -> Command {
+    let mut c = cmd(args);
+    c.arg(input).arg("-o").arg(output);
+    c
+}
+
+/// `cmkvault inspect --format json PATH`, parsed.
+fn inspect_json(path: &Path, s: &Path) -> Value {
+    let out = success(
+        run(
+            cmd(&["inspect", "--format", "json", path.to_str().unwrap()]),
+            s,
+        ),
+        "inspect",
+    );
+    serde_json::from_str(&out).unwrap()
 }
 
 /// Deterministic non-trivial content of `len` bytes.
@@ -79,34 +99,14 @@ fn local_key_files_round_trip_and_failures() {
         let enc = s.join(format!("{name}.cmk"));
         let dec = s.join(format!("dec-{name}"));
         success(
-            run(
-                cmd(&[
-                    "encrypt",
-                    "--key",
-                    &keyarg,
-                    input.to_str().unwrap(),
-                    "-o",
-                    enc.to_str().unwrap(),
-                ]),
-                s,
-            ),
+            run(io_cmd(&["encrypt", "--key", &keyarg], &input, &enc), s),
             "encrypt",
         );
         assert!(enc.exists());
         let ct = std::fs::read(&enc).unwrap();
         assert!(ct.starts_with(b"CMKENV1\n"));
         success(
-            run(
-                cmd(&[
-                    "decrypt",
-                    "--key",
-                    &keyarg,
-                    enc.to_str().unwrap(),
-                    "-o",
-                    dec.to_str().unwrap(),
-                ]),
-                s,
-            ),
+            run(io_cmd(&["decrypt", "--key", &keyarg], &enc, &dec), s),
             "decrypt",
         );
         assert_eq!(std::fs::read(&dec).unwrap(), content(len), "{len} bytes");
@@ -114,14 +114,7 @@ fn local_key_files_round_trip_and_failures() {
 
     // inspect prints the kid and sizes without the key.
     let big = s.join("f4194305.bin.cmk");
-    let out = success(
-        run(
-            cmd(&["inspect", "--format", "json", big.to_str().unwrap()]),
-            s,
-        ),
-        "inspect",
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = inspect_json(&big, s);
     assert_eq!(v[0]["kid"], "local:test");
     assert_eq!(v[0]["alg"], "A256KW");
     assert_eq!(v[0]["protocol"], "2.0");
@@ -137,16 +130,9 @@ fn local_key_files_round_trip_and_failures() {
     std::fs::write(&dec1, b"keep me").unwrap();
     let enc1 = s.join("f1.bin.cmk");
     let dec_args = |extra: &[&str]| {
-        let mut a = vec![
-            "decrypt",
-            "--key",
-            keyarg.as_str(),
-            enc1.to_str().unwrap(),
-            "-o",
-            dec1.to_str().unwrap(),
-        ];
-        a.extend_from_slice(extra);
-        cmd(&a)
+        let mut c = io_cmd(&["decrypt", "--key", &keyarg], &enc1, &dec1);
+        c.args(extra);
+        c
     };
     let line = one_error_line(run(dec_args(&[]), s), "existing output");
     assert!(
@@ -166,17 +152,7 @@ fn local_key_files_round_trip_and_failures() {
     std::fs::write(&tampered, &bytes).unwrap();
     let out_t = s.join("tampered").join("out.bin");
     let line = one_error_line(
-        run(
-            cmd(&[
-                "decrypt",
-                "--key",
-                &keyarg,
-                tampered.to_str().unwrap(),
-                "-o",
-                out_t.to_str().unwrap(),
-            ]),
-            s,
-        ),
+        run(io_cmd(&["decrypt", "--key", &keyarg], &tampered, &out_t), s),
         "tampered",
     );
     assert!(line.contains("f4194305.bin.cmk"), "{line}");
@@ -187,17 +163,7 @@ fn local_key_files_round_trip_and_failures() {
     let renamed = s.join("tampered").join("other.bin.cmk");
     std::fs::copy(&big, &renamed).unwrap();
     let line = one_error_line(
-        run(
-            cmd(&[
-                "decrypt",
-                "--key",
-                &keyarg,
-                renamed.to_str().unwrap(),
-                "-o",
-                out_t.to_str().unwrap(),
-            ]),
-            s,
-        ),
+        run(io_cmd(&["decrypt", "--key", &keyarg], &renamed, &out_t), s),
         "renamed",
     );
     assert!(
@@ -218,15 +184,7 @@ fn local_key_files_round_trip_and_failures() {
     let dec_dir = s.join("dec-tree");
     success(
         run(
-            cmd(&[
-                "encrypt",
-                "--key",
-                &keyarg,
-                "-r",
-                tree.to_str().unwrap(),
-                "-o",
-                enc_dir.to_str().unwrap(),
-            ]),
+            io_cmd(&["encrypt", "--key", &keyarg, "-r"], &tree, &enc_dir),
             s,
         ),
         "encrypt -r",
@@ -241,15 +199,7 @@ fn local_key_files_round_trip_and_failures() {
     assert_eq!(out.lines().count(), 4, "{out}");
     success(
         run(
-            cmd(&[
-                "decrypt",
-                "--key",
-                &keyarg,
-                "-r",
-                enc_dir.to_str().unwrap(),
-                "-o",
-                dec_dir.to_str().unwrap(),
-            ]),
+            io_cmd(&["decrypt", "--key", &keyarg, "-r"], &enc_dir, &dec_dir),
             s,
         ),
         "decrypt -r",
@@ -266,15 +216,7 @@ fn local_key_files_round_trip_and_failures() {
     let moved_out = s.join("dec-moved");
     let line = one_error_line(
         run(
-            cmd(&[
-                "decrypt",
-                "--key",
-                &keyarg,
-                "-r",
-                enc_dir.to_str().unwrap(),
-                "-o",
-                moved_out.to_str().unwrap(),
-            ]),
+            io_cmd(&["decrypt", "--key", &keyarg, "-r"], &enc_dir, &moved_out),
             s,
         ),
         "moved",
@@ -285,14 +227,7 @@ fn local_key_files_round_trip_and_failures() {
     // A directory without -r, an az:// target, a local-key file without --key.
     let line = one_error_line(
         run(
-            cmd(&[
-                "encrypt",
-                "--key",
-                &keyarg,
-                tree.to_str().unwrap(),
-                "-o",
-                s.join("x").to_str().unwrap(),
-            ]),
+            io_cmd(&["encrypt", "--key", &keyarg], &tree, &s.join("x")),
             s,
         ),
         "dir without -r",
@@ -307,15 +242,7 @@ fn local_key_files_round_trip_and_failures() {
     );
     assert!(line.contains("Azure Blob"), "{line}");
     let line = one_error_line(
-        run(
-            cmd(&[
-                "decrypt",
-                enc1.to_str().unwrap(),
-                "-o",
-                s.join("nokey").to_str().unwrap(),
-            ]),
-            s,
-        ),
+        run(io_cmd(&["decrypt"], &enc1, &s.join("nokey")), s),
         "no --key",
     );
     assert!(
@@ -336,26 +263,17 @@ fn decrypt_refuses_key_hosts_not_allowed() {
     let enc = s.join("data.bin.cmk");
     success(
         run(
-            cmd(&[
-                "encrypt",
-                "--key",
-                &format!("file:{}", key.display()),
-                "-q",
-                input.to_str().unwrap(),
-                "-o",
-                enc.to_str().unwrap(),
-            ]),
+            io_cmd(
+                &["encrypt", "--key", &format!("file:{}", key.display()), "-q"],
+                &input,
+                &enc,
+            ),
             s,
         ),
         "encrypt",
     );
     let out = s.join("out.bin");
-    let mut c = cmd(&[
-        "decrypt",
-        enc.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let mut c = io_cmd(&["decrypt"], &enc, &out);
     c.env("CMKVAULT_TOKEN", "not-a-real-token");
     let line = one_error_line(run(c, s), "untrusted host");
     assert!(
@@ -370,90 +288,32 @@ fn decrypt_refuses_key_hosts_not_allowed() {
 fn remote_rsa_key_round_trip() {
     let tmp = TempDir::new().unwrap();
     let s = tmp.path();
-    let data = s.join("data");
-    let server = Server::start(&data, s);
-    let token = success(
-        run(cmkvault(&["token", "--data", data.to_str().unwrap()]), s),
-        "token",
-    )
-    .trim()
-    .to_string();
-    let base = server.url();
+    let vault = Vault::start(s);
+    let base = vault.base.clone();
 
     // An RSA key in the vault.
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_trusting_ca(&data))
-        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], server.port)))
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let created: Value = rt.block_on(async {
-        let r = client
-            .post(format!("{base}/keys/dataset-kek/create?api-version=7.6"))
-            .bearer_auth(&token)
-            .json(&json!({"kty": "RSA", "key_size": 2048}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json().await.unwrap()
-    });
-    let versioned = created["key"]["kid"].as_str().unwrap().to_string();
+    let versioned = vault.create_rsa("dataset-kek");
 
-    let ca = data.join("tls").join("ca.pem");
-    let with_env = |mut c: Command| {
-        c.env("CMKVAULT_TOKEN", &token)
-            .env("CMKVAULT_CA", &ca)
-            .env("CMKVAULT_URL", &base);
-        c
-    };
     let input = s.join("model.bin");
     std::fs::write(&input, content(100_000)).unwrap();
     let enc = s.join("model.bin.cmk");
     let kid = format!("{base}/keys/dataset-kek");
     success(
         run(
-            with_env(cmd(&[
-                "encrypt",
-                "--key",
-                &kid,
-                input.to_str().unwrap(),
-                "-o",
-                enc.to_str().unwrap(),
-            ])),
+            vault.env(io_cmd(&["encrypt", "--key", &kid], &input, &enc)),
             s,
         ),
         "encrypt (remote)",
     );
     // The versioned kid is recorded.
-    let out = success(
-        run(
-            cmd(&["inspect", "--format", "json", enc.to_str().unwrap()]),
-            s,
-        ),
-        "inspect",
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
+    let v = inspect_json(&enc, s);
     assert_eq!(v[0]["kid"], versioned.as_str());
     assert_eq!(v[0]["alg"], "RSA-OAEP-256");
 
     // Decrypt without --key: the recorded KeyId's host is CMKVAULT_URL's.
     let dec = s.join("model.dec");
     success(
-        run(
-            with_env(cmd(&[
-                "decrypt",
-                enc.to_str().unwrap(),
-                "-o",
-                dec.to_str().unwrap(),
-            ])),
-            s,
-        ),
+        run(vault.env(io_cmd(&["decrypt"], &enc, &dec)), s),
         "decrypt (remote)",
     );
     assert_eq!(std::fs::read(&dec).unwrap(), content(100_000));
@@ -462,14 +322,7 @@ fn remote_rsa_key_round_trip() {
     let dec2 = s.join("model.dec2");
     success(
         run(
-            with_env(cmd(&[
-                "decrypt",
-                "--key",
-                &kid,
-                enc.to_str().unwrap(),
-                "-o",
-                dec2.to_str().unwrap(),
-            ])),
+            vault.env(io_cmd(&["decrypt", "--key", &kid], &enc, &dec2)),
             s,
         ),
         "decrypt --key (remote)",
@@ -520,27 +373,8 @@ struct Vault {
 impl Vault {
     fn start(s: &Path) -> Vault {
         let data = s.join("data");
-        let server = Server::start(&data, s);
-        let token = success(
-            run(cmkvault(&["token", "--data", data.to_str().unwrap()]), s),
-            "token",
-        )
-        .trim()
-        .to_string();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = {
-            let _g = rt.enter();
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(tls_trusting_ca(&data))
-                .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], server.port)))
-                .no_proxy()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap()
-        };
+        let (server, token) = serve_with_token(&data, s);
+        let (rt, client) = runtime_and_client(&data, server.port);
         Vault {
             base: server.url(),
             ca: data.join("tls").join("ca.pem"),
@@ -620,37 +454,18 @@ fn body_of(path: &Path) -> Vec<u8> {
 
 /// The recorded kid of a .cmk file (`inspect --format json`).
 fn kid_of(path: &Path, s: &Path) -> String {
-    let out = success(
-        run(
-            cmd(&["inspect", "--format", "json", path.to_str().unwrap()]),
-            s,
-        ),
-        "inspect",
-    );
-    let v: Value = serde_json::from_str(&out).unwrap();
-    v[0]["kid"].as_str().unwrap().to_string()
+    inspect_json(path, s)[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn encrypt_cmd(key: &str, input: &Path, output: &Path) -> Command {
-    cmd(&[
-        "encrypt",
-        "-q",
-        "--key",
-        key,
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ])
+    io_cmd(&["encrypt", "-q", "--key", key], input, output)
 }
 
 fn decrypt_cmd(input: &Path, output: &Path) -> Command {
-    cmd(&[
-        "decrypt",
-        "-q",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ])
+    io_cmd(&["decrypt", "-q"], input, output)
 }
 
 #[test]
@@ -667,17 +482,7 @@ fn rotation_then_rewrap_to_latest_keeps_body_and_survives_disabling_old_version(
     std::fs::write(tree.join("a.bin"), content(5 * 1024 * 1024)).unwrap();
     std::fs::write(tree.join("sub/b.bin"), content(1000)).unwrap();
     let enc = s.join("enc");
-    let mut c = cmd(&[
-        "encrypt",
-        "-q",
-        "--key",
-        &kid,
-        "-r",
-        tree.to_str().unwrap(),
-        "-o",
-        enc.to_str().unwrap(),
-    ]);
-    c = vault.env(c);
+    let c = vault.env(io_cmd(&["encrypt", "-q", "--key", &kid, "-r"], &tree, &enc));
     success(run(c, s), "encrypt -r");
     let a = enc.join("a.bin.cmk");
     let b = enc.join("sub/b.bin.cmk");
@@ -723,14 +528,7 @@ fn rotation_then_rewrap_to_latest_keeps_body_and_survives_disabling_old_version(
     // Disable v1: the re-wrapped files still decrypt, the stale copy does not.
     vault.disable(&v1);
     let dec = s.join("dec");
-    let c = vault.env(cmd(&[
-        "decrypt",
-        "-q",
-        "-r",
-        enc.to_str().unwrap(),
-        "-o",
-        dec.to_str().unwrap(),
-    ]));
+    let c = vault.env(io_cmd(&["decrypt", "-q", "-r"], &enc, &dec));
     success(run(c, s), "decrypt after disabling v1");
     assert_eq!(
         std::fs::read(dec.join("a.bin")).unwrap(),
@@ -899,24 +697,12 @@ fn revoked_key_access_fails_decrypt_naming_key_and_reason() {
     let kc = vault.create_rsa("kek-c");
     let fc = encrypt_under(&kc, "c");
     let fd = encrypt_under(&kc, "d");
-    let (st, v) = vault.call(reqwest::Method::DELETE, "/keys/kek-c", None);
-    assert_eq!(st, 200, "{v}");
-    let out_c = fc.with_file_name("data.bin");
-    expect_fail(
-        &fc,
-        vault.env(decrypt_cmd(&fc, &out_c)),
-        &kc,
-        &["not found"],
-    );
-    let (st, v) = vault.call(reqwest::Method::DELETE, "/deletedkeys/kek-c", None);
-    assert_eq!(st, 204, "{v}");
-    let out_d = fd.with_file_name("data.bin");
-    expect_fail(
-        &fd,
-        vault.env(decrypt_cmd(&fd, &out_d)),
-        &kc,
-        &["not found"],
-    );
+    for (f, path, status) in [(&fc, "/keys/kek-c", 200), (&fd, "/deletedkeys/kek-c", 204)] {
+        let (st, v) = vault.call(reqwest::Method::DELETE, path, None);
+        assert_eq!(st, status, "{v}");
+        let out = f.with_file_name("data.bin");
+        expect_fail(f, vault.env(decrypt_cmd(f, &out)), &kc, &["not found"]);
+    }
 }
 
 /// Free bytes on the file system holding `dir` (`df -Pk`), if `df` answers.

@@ -20,6 +20,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The api-version the helpers add when a path has none.
 pub const API: &str = "7.6";
@@ -100,8 +101,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server over a fresh temporary data directory.
     pub async fn start() -> TestServer {
+        Self::start_with(options()).await
+    }
+
+    /// Starts a server over a fresh temporary data directory with `opts` as given (build them
+    /// with `ServerOptions { ..., ..options() }` to keep the free port and idle maintenance).
+    pub async fn start_with(opts: ServerOptions) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (srv, client, base, token) = Self::boot(dir.path()).await;
+        let (srv, client, base, token) = Self::boot(dir.path(), opts).await;
         TestServer {
             dir,
             srv,
@@ -111,9 +118,12 @@ impl TestServer {
         }
     }
 
-    async fn boot(path: &Path) -> (RunningServer, reqwest::Client, String, String) {
+    async fn boot(
+        path: &Path,
+        opts: ServerOptions,
+    ) -> (RunningServer, reqwest::Client, String, String) {
         let data = datadir::open(path, None).expect("open data dir");
-        let srv = cmkvault_server::start(&data, options())
+        let srv = cmkvault_server::start(&data, opts)
             .await
             .expect("start server");
         let now = srv.service.clock().now();
@@ -131,10 +141,10 @@ impl TestServer {
     pub async fn restart(&mut self) {
         // Stop first: one server per data directory (the second would be refused).
         let placeholder = tempfile::tempdir().expect("tempdir");
-        let (placeholder_srv, ..) = Self::boot(placeholder.path()).await;
+        let (placeholder_srv, ..) = Self::boot(placeholder.path(), options()).await;
         let old = std::mem::replace(&mut self.srv, placeholder_srv);
         old.shutdown().await;
-        let (srv, client, base, token) = Self::boot(self.dir.path()).await;
+        let (srv, client, base, token) = Self::boot(self.dir.path(), options()).await;
         std::mem::replace(&mut self.srv, srv).shutdown().await;
         self.client = client;
         self.base = base;
@@ -328,17 +338,7 @@ pub fn with_api_version(url: &str) -> String {
 
 /// Sends a request and checks the response shape (see [`check_response`]).
 pub async fn send(rb: reqwest::RequestBuilder) -> Resp {
-    let resp = rb.send().await.expect("request reaches the test server");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.expect("response body");
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    let r = (status, headers, body);
+    let r = send_unchecked(rb).await;
     check_response(&r);
     r
 }
@@ -456,34 +456,6 @@ pub fn random(n: usize) -> Vec<u8> {
     v
 }
 
-// ------------------------------------------------------------------ custom options (audit tests)
-
-impl TestServer {
-    /// Starts a server over a fresh temporary data directory with `opts` as given (build them
-    /// with `ServerOptions { ..., ..options() }` to keep the free port and idle maintenance).
-    pub async fn start_with(opts: ServerOptions) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = datadir::open(dir.path(), None).expect("open data dir");
-        let srv = cmkvault_server::start(&data, opts)
-            .await
-            .expect("start server");
-        let now = srv.service.clock().now();
-        let token = srv
-            .tokens
-            .issue(BOOTSTRAP_ADMIN_OID, "test", now, TOKEN_TTL)
-            .expect("issue token");
-        let client = http_client(&dir.path().join("tls").join("ca.pem"));
-        let base = format!("https://localhost:{}", srv.addr.port());
-        TestServer {
-            dir,
-            srv,
-            client,
-            base,
-            token,
-        }
-    }
-}
-
 /// Sends a request without [`check_response`], for tests that expect a 5xx.
 pub async fn send_unchecked(rb: reqwest::RequestBuilder) -> Resp {
     let resp = rb.send().await.expect("request reaches the test server");
@@ -497,4 +469,25 @@ pub async fn send_unchecked(rb: reqwest::RequestBuilder) -> Resp {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     (status, headers, body)
+}
+
+/// On a connection whose request head has been started, writes one more header line every
+/// 100 ms for up to 15 s; true when the server hangs up first (a write fails, or a read ends or
+/// fails), false when it kept the connection open throughout.
+pub async fn drip_headers<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut S) -> bool {
+    for i in 0..150 {
+        if conn
+            .write_all(format!("x-drip-{i}: a\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return true;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            _ => {}
+        }
+    }
+    false
 }

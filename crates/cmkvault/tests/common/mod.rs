@@ -1,6 +1,7 @@
 //! The process harness shared by the `cmkvault` binary's integration tests: a clean-environment
 //! command builder, a bounded `run` capturing output in files, the `success` / `one_error_line`
-//! checks, and a `cmkvault serve` child on a free loopback port that is killed on drop.
+//! checks, a `cmkvault serve` child on a free loopback port that is killed on drop (with the
+//! administrator's token: `serve_with_token`), and an HTTPS client trusting its CA.
 //!
 //! Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -173,6 +174,44 @@ impl Server {
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.port)
     }
+}
+
+/// An HTTPS client trusting `DATA/tls/ca.pem`, with `localhost` pinned to 127.0.0.1.
+pub fn https_client(data: &Path, port: u16) -> reqwest::Client {
+    let tls = tls_trusting_ca(data);
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A current-thread runtime for blocking tests and an [`https_client`] made inside it.
+pub fn runtime_and_client(data: &Path, port: u16) -> (tokio::runtime::Runtime, reqwest::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = {
+        let _g = rt.enter();
+        https_client(data, port)
+    };
+    (rt, client)
+}
+
+/// Starts `cmkvault serve` over `data` and mints a bootstrap-administrator token for it.
+pub fn serve_with_token(data: &Path, scratch: &Path) -> (Server, String) {
+    let server = Server::start(data, scratch);
+    let token = success(
+        run(
+            cmkvault(&["token", "--data", data.to_str().unwrap()]),
+            scratch,
+        ),
+        "token",
+    );
+    (server, token.trim().to_string())
 }
 
 /// A TLS client configuration trusting only `DATA/tls/ca.pem`.
