@@ -1,10 +1,16 @@
 //! `cmkvault encrypt`, `decrypt`, `inspect`, `shred-report` and `rewrap`: envelope encryption
-//! of local files and directories into `.cmk` containers (see `docs/envelope-format.md`).
+//! of local files and directories into `.cmk` containers, and of Azure blobs (`blob`; see
+//! `docs/envelope-format.md`).
 //!
 //! Object names: every file is bound (in its integrity record) to its path relative to the
 //! input root, `/`-separated: for a file given on the command line, its file name; for a file
 //! found below a directory given with `-r`, its path below that directory. Decrypt applies the
-//! same rule to the `.cmk` path with `.cmk` stripped, so a renamed or moved file fails.
+//! same rule to the `.cmk` path with `.cmk` stripped, so a renamed or moved file fails. A blob
+//! is bound to `CONTAINER/NAME`, wherever it came from.
+//!
+//! Each command first plans (inputs expanded, outputs named, existing outputs refused), then
+//! handles one object at a time with steps shared by files and blobs: `decrypt_job`,
+//! `Rewrapper::rewrap`, `inspection`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -39,6 +45,12 @@ OUTPUT is the output file for a single input, and a directory when -r is given o
 several inputs: files given on the command line go to OUTPUT/NAME.cmk, files below a directory \
 given with -r to OUTPUT/RELATIVE/PATH.cmk (the directory's contents go directly below OUTPUT).
 
+OUTPUT may be az://CONTAINER/NAME (one input) or az://CONTAINER/PREFIX (-r or several inputs): \
+blobs PREFIX/NAME or PREFIX/RELATIVE/PATH, without a suffix (Azure SDK readers expect the \
+plaintext's name), bound to CONTAINER/NAME, with encryptiondata metadata as the Azure SDKs \
+write it. Account and credentials: AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY \
+(or object_store's other AZURE_* settings), or AZURE_STORAGE_USE_EMULATOR=true for Azurite.
+
 Each file is bound to its object name: its path relative to the input root (for a file given \
 on the command line, its file name). `decrypt` derives the name the same way from the .cmk \
 path with .cmk stripped, so a file renamed or moved after encryption fails to decrypt.
@@ -60,6 +72,11 @@ pub(crate) struct EncryptArgs {
 OUTPUT is the output file for a single input, and a directory when -r is given or there are \
 several inputs (relative paths kept below it, .cmk stripped). Directories are searched for \
 *.cmk files.
+
+INPUT may be az://CONTAINER/NAME (one blob; below OUTPUT as NAME's last segment) or, with -r, \
+az://CONTAINER/PREFIX: the blobs below PREFIX/ that carry encryptiondata (others are skipped), \
+relative paths kept below OUTPUT; a blob is checked against CONTAINER/NAME. Local and az:// \
+inputs may be mixed; OUTPUT is local.
 
 Each file is checked against its object name: its path relative to the input root with .cmk \
 stripped (for a file given on the command line, its file name), the rule `encrypt` used; a \
@@ -94,10 +111,10 @@ struct CommonArgs {
     /// Encrypt or decrypt the files below directory inputs.
     #[arg(short = 'r', long)]
     recursive: bool,
-    /// Input files (or directories with -r).
+    /// Input files or az:// blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<String>,
-    /// Output file (single input) or directory (-r or several inputs).
+    /// Output file or blob (single input), directory or az:// prefix (-r or several inputs).
     #[arg(short = 'o', long, value_name = "OUTPUT")]
     output: String,
     /// Overwrite existing outputs.
@@ -120,10 +137,10 @@ pub(crate) enum Format {
 /// `cmkvault inspect`.
 #[derive(Args)]
 pub(crate) struct InspectArgs {
-    /// .cmk files (or directories with -r).
+    /// .cmk files or az://CONTAINER/NAME blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<String>,
-    /// Inspect the .cmk files below directory targets.
+    /// Inspect the .cmk files below directory targets, the encrypted blobs below prefixes.
     #[arg(short = 'r', long)]
     recursive: bool,
     /// Output format.
@@ -134,17 +151,18 @@ pub(crate) struct InspectArgs {
 /// `cmkvault shred-report`.
 #[derive(Args)]
 #[command(after_help = "\
-Lists every .cmk file that becomes unreadable if KID is revoked: with a versionless \
-https://HOST[:PORT]/keys/NAME, files under any version of that key; with a version, files under \
-that version; any other KID (a local key's) matches exactly. Reads headers only (no key access).")]
+Lists every .cmk file or blob that becomes unreadable if KID is revoked: with a versionless \
+https://HOST[:PORT]/keys/NAME, objects under any version of that key; with a version, objects \
+under that version; any other KID (a local key's) matches exactly. Reads headers and blob \
+metadata only (no key access); with -r, the encrypted blobs below az://CONTAINER/PREFIX.")]
 pub(crate) struct ShredReportArgs {
     /// The key (or key version) to be revoked.
     #[arg(long, value_name = "KID")]
     key: String,
-    /// .cmk files (or directories with -r).
+    /// .cmk files or az://CONTAINER/NAME blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<String>,
-    /// Search directory targets for .cmk files.
+    /// Search directory targets for .cmk files, prefixes for encrypted blobs.
     #[arg(short = 'r', long)]
     recursive: bool,
     /// Output format.
@@ -160,6 +178,12 @@ data key is unwrapped once with the file's current key, wrapped with the new one
 file with the new header and the same body bytes is written next to the original, synced and \
 renamed over it (a failure leaves the original intact). Prints FILE: OLD-KID -> NEW-KID per \
 file (unless -q); a file already under the new key is left alone.
+
+A blob (az://CONTAINER/NAME; with -r the encrypted blobs below az://CONTAINER/PREFIX) keeps its \
+body: its metadata is replaced by Set Blob Metadata, all other metadata entries re-sent, on \
+condition that its ETag is still the one its metadata was read with; a blob changed meanwhile \
+fails (412) and is left as the other writer left it. This needs AZURE_STORAGE_ACCOUNT_KEY, \
+AZURE_STORAGE_SAS_KEY or AZURE_STORAGE_TOKEN (or AZURE_STORAGE_USE_EMULATOR=true).
 
 --to KID: https://HOST[:PORT]/keys/NAME[/VERSION] (a versionless id means that key's current \
 version) or file:PATH (a local key). --to latest: the current version of each file's own vault \
@@ -182,13 +206,13 @@ pub(crate) struct RewrapArgs {
     /// algorithm).
     #[arg(long)]
     allow_legacy: bool,
-    /// Re-wrap the .cmk files below directory targets.
+    /// Re-wrap the .cmk files below directory targets, the encrypted blobs below prefixes.
     #[arg(short = 'r', long)]
     recursive: bool,
     /// Print nothing on success.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// .cmk files (or directories with -r).
+    /// .cmk files or az://CONTAINER/NAME blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<String>,
 }
@@ -361,23 +385,23 @@ impl OutRoot {
     }
 }
 
-/// The output-relative name and the bound object name of one input. Blobs are bound to
-/// `CONTAINER/NAME` and written without a suffix; local outputs get `.cmk` (encrypt) or lose it
-/// (decrypt), and are bound to their relative name without `.cmk`.
-fn naming(input: &Input, output: &OutRoot, decrypt: bool) -> Result<(String, Option<String>)> {
+/// The output-relative name of one input: blobs are written without a suffix; local outputs
+/// get `.cmk` (encrypt) or lose it (decrypt).
+fn output_rel(input: &Input, to_blob: bool, decrypt: bool) -> Result<String> {
     Ok(match (&input.loc, decrypt) {
-        (Loc::Blob(az), _) => (input.rel.clone(), Some(az.object_name())),
-        (Loc::File(p), true) => {
-            let stem = strip_suffix(&input.rel, p)?;
-            (stem.clone(), Some(stem))
-        }
-        (Loc::File(_), false) => match output {
-            OutRoot::Dir(_) | OutRoot::One(Loc::File(_)) => {
-                (format!("{}{SUFFIX}", input.rel), Some(input.rel.clone()))
-            }
-            // Bound to the blob's name, known once placed.
-            _ => (input.rel.clone(), None),
-        },
+        (Loc::File(p), true) => strip_suffix(&input.rel, p)?,
+        (Loc::File(_), false) if !to_blob => format!("{}{SUFFIX}", input.rel),
+        _ => input.rel.clone(),
+    })
+}
+
+/// The object name an input is bound to: the blob's `CONTAINER/NAME` (the input's when
+/// decrypting, the output's when encrypting), else the file's relative name without `.cmk`.
+fn bound_name(input: &Input, output: &Loc, decrypt: bool) -> Result<String> {
+    Ok(match (&input.loc, output, decrypt) {
+        (Loc::Blob(az), _, true) | (_, Loc::Blob(az), false) => az.object_name(),
+        (Loc::File(p), _, true) => strip_suffix(&input.rel, p)?,
+        (_, _, false) => input.rel.clone(),
     })
 }
 
@@ -394,14 +418,10 @@ async fn plan(common: &CommonArgs, decrypt: bool, stores: &mut Stores) -> Result
     let root = OutRoot::parse(&common.output, to_dir)?;
     let mut seen = BTreeSet::new();
     let mut jobs = Vec::new();
+    let to_blob = blob::is_az(&common.output);
     for input in inputs(common, decrypt, stores).await? {
-        let (rel_out, name) = naming(&input, &root, decrypt)?;
-        let output = root.place(&rel_out);
-        let name = match (name, &output) {
-            (Some(n), _) => n,
-            (None, Loc::Blob(az)) => az.object_name(),
-            (None, Loc::File(p)) => bail!("{}: no object name", p.display()),
-        };
+        let output = root.place(&output_rel(&input, to_blob, decrypt)?);
+        let name = bound_name(&input, &output, decrypt)?;
         if !seen.insert(output.shown()) {
             bail!(
                 "{}: two inputs would be written to the same output",
@@ -540,33 +560,42 @@ pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
     let force = args.common.force;
     let result = async {
         for job in jobs {
-            let Loc::File(input) = job.input else {
-                bail!("{}: encrypt reads local files only", job.input.shown());
-            };
-            let sealing = SealingKey::new(key.as_ref(), &job.name)
-                .await
-                .with_context(|| format!("{}", input.display()))?;
-            match &job.output {
-                Loc::File(output) => {
-                    encrypt_file(sealing, input, output.clone(), force, &bar).await?
-                }
-                Loc::Blob(dest) => {
-                    let size = job.size;
-                    let up = blob::Upload {
-                        input,
-                        size,
-                        dest,
-                        force,
-                    };
-                    blob::upload(&mut stores, sealing, up, &bar).await?
-                }
-            }
+            encrypt_job(job, key.as_ref(), &mut stores, force, &bar).await?;
         }
         Ok(())
     }
     .await;
     bar.finish_and_clear();
     result
+}
+
+/// Encrypts one local file into a `.cmk` file or a blob, bound to the job's object name.
+async fn encrypt_job(
+    job: Job,
+    key: &dyn KeyEncryptionKey,
+    stores: &mut Stores,
+    force: bool,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let Loc::File(input) = job.input else {
+        bail!("{}: encrypt reads local files only", job.input.shown());
+    };
+    let sealing = SealingKey::new(key, &job.name)
+        .await
+        .with_context(|| input.display().to_string())?;
+    match job.output {
+        Loc::File(output) => encrypt_file(sealing, input, output, force, bar).await,
+        Loc::Blob(dest) => {
+            let size = job.size;
+            let up = blob::Upload {
+                input,
+                size,
+                dest: &dest,
+                force,
+            };
+            blob::upload(stores, sealing, up, bar).await
+        }
+    }
 }
 
 /// Encrypts `input` into the `.cmk` container `output` (temporary file, renamed on success).
