@@ -328,7 +328,7 @@ def test_rewrap_blobs_to_latest_then_disable_old_version(
     service.get_blob_client(container, f"{prefix}/plain.txt").upload_blob(b"plain")
     # User metadata beside ours, with names whose Shared Key order is not byte order.
     a = service.get_blob_client(container, f"{prefix}/a.bin")
-    a.set_blob_metadata({**a.get_blob_properties().metadata, "owner": "team", "a_b": "1", "a1": "2"})
+    a.set_blob_metadata({**a.get_blob_properties().metadata, "Owner": "Team A", "a_b": "1", "a1": "2"})
     before = {n: raw_state(service, container, f"{prefix}/{n}") for n in files}
 
     rotated = kc.rotate_key(key.name)
@@ -344,10 +344,12 @@ def test_rewrap_blobs_to_latest_then_disable_old_version(
         assert etag != b_etag, n  # the metadata changed ...
         assert (body, size, md5) == (b_body, b_size, b_md5), n  # ... the body did not
         assert key_id_of(service, container, f"{prefix}/{n}") == rotated.id
-        assert {k: v for k, v in md.items() if k not in ("encryptiondata", "cmkvaultintegrity")} == {
-            k: v for k, v in b_md.items() if k not in ("encryptiondata", "cmkvaultintegrity")
+        # User metadata kept; names come back lower-cased (documented), values unchanged.
+        ours = ("encryptiondata", "cmkvaultintegrity")
+        assert {k: v for k, v in md.items() if k not in ours} == {
+            k.lower(): v for k, v in b_md.items() if k not in ours
         }, n
-    assert before["a.bin"][4]["owner"] == "team"
+    assert before["a.bin"][4]["Owner"] == "Team A"
 
     # The Python SDK reads the rewrapped blobs with the new version only.
     new_kek = VaultKek(rotated, credential, server)
@@ -465,3 +467,39 @@ def test_rewrap_refuses_a_blob_changed_meanwhile(setup, kc, server, tmp_path, mo
     server.cli("rewrap", "-q", "--to", "latest", f"az://{container}/{name}")
     assert key_id_of(service, container, name) == rotated.id
     assert blob_client.get_blob_properties().metadata["touched"] == "yes"
+
+
+def test_rewrap_with_a_sas(setup, kc, server, tmp_path, monkeypatch):
+    """AZURE_STORAGE_SAS_KEY instead of the account key: object_store and Set Blob Metadata both
+    use it; a SAS that may not write is refused (403) naming the blob, and nothing changes."""
+    from datetime import datetime, timedelta, timezone
+
+    _, _, service, container = setup
+    key = kc.create_rsa_key(f"blob-sas-{uuid.uuid4().hex[:8]}", size=2048)
+    name = f"sas-{uuid.uuid4().hex[:8]}/obj.bin"
+    src = tmp_path / "obj.bin"
+    src.write_bytes(b"shared access")
+    server.cli("encrypt", "-q", "--key", key.id, str(src), "-o", f"az://{container}/{name}")
+    rotated = kc.rotate_key(key.name)
+
+    def sas(permission):
+        return blob.generate_container_sas(
+            service.account_name,
+            container,
+            account_key=service.credential.account_key,
+            permission=blob.ContainerSasPermissions(**permission),
+            expiry=datetime.now(timezone.utc) + timedelta(hours=1),
+        )
+
+    monkeypatch.setenv("AZURE_STORAGE_SAS_KEY", sas(dict(read=True, list=True)))
+    res = server.cli("rewrap", "--to", "latest", f"az://{container}/{name}", check=False)
+    assert res.returncode != 0 and f"az://{container}/{name}" in res.stderr, res.stderr
+    assert "Set Blob Metadata was refused (403" in res.stderr, res.stderr
+    assert key_id_of(service, container, name) == key.id
+
+    monkeypatch.setenv("AZURE_STORAGE_SAS_KEY", sas(dict(read=True, write=True, list=True)))
+    server.cli("rewrap", "-q", "--to", "latest", f"az://{container}/{name}")
+    assert key_id_of(service, container, name) == rotated.id
+    out = tmp_path / "out.bin"
+    server.cli("decrypt", "-q", f"az://{container}/{name}", "-o", str(out))
+    assert out.read_bytes() == b"shared access"

@@ -344,6 +344,9 @@ async fn inputs(common: &CommonArgs, decrypt: bool, stores: &mut Stores) -> Resu
         }
     }
     if out.is_empty() {
+        if decrypt {
+            bail!("no {SUFFIX} files or encrypted blobs found");
+        }
         bail!("no input files found");
     }
     Ok(out)

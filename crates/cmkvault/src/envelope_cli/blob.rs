@@ -44,6 +44,23 @@ const UPLOAD_CONCURRENCY: usize = 3;
 /// HEAD requests in flight at once when a prefix is listed.
 const HEAD_CONCURRENCY: usize = 8;
 
+/// One line for an `object_store` error: its first line without the XML body Azure sends, and
+/// Azure's error code from that body.
+fn one_line(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let code = text
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next());
+    let head = text.split("<?xml").next().unwrap_or_default();
+    let head = head.lines().next().unwrap_or_default();
+    let head = head.trim_end_matches([' ', ':']);
+    match code {
+        Some(code) => format!("{head} ({code})"),
+        None => head.to_owned(),
+    }
+}
+
 /// Whether a command-line argument names Azure Blob storage.
 pub(super) fn is_az(arg: &str) -> bool {
     arg.starts_with(SCHEME)
@@ -222,24 +239,35 @@ fn envelope_metadata(attrs: &Attributes) -> Result<EnvelopeMetadata> {
     Ok(EnvelopeMetadata::from_pairs(&metadata_pairs(attrs))?)
 }
 
-/// HEAD of one blob (`rel` is the name it is known by relative to its target).
-async fn head(store: &dyn ObjectStore, az: AzPath, rel: String) -> Result<Found> {
+/// HEAD of one blob (`rel` is the name it is known by relative to its target); `None` if there
+/// is no such blob.
+async fn head(store: &dyn ObjectStore, az: AzPath, rel: String) -> Result<Option<Found>> {
     let opts = GetOptions {
         head: true,
         ..GetOptions::default()
     };
     let got = match store.get_opts(&az.path()?, opts).await {
         Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => bail!("{}: no such blob", az.shown()),
-        Err(e) => bail!("{}: {e}", az.shown()),
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => bail!("{}: {}", az.shown(), one_line(&e)),
     };
-    Ok(Found {
+    Ok(Some(Found {
         rel,
         size: got.meta.size,
         e_tag: got.meta.e_tag.clone(),
         attrs: got.attributes,
         az,
-    })
+    }))
+}
+
+/// The one blob `target` names (`missing`: what to say if there is none).
+async fn find_one(stores: &mut Stores, target: &str, missing: &str) -> Result<Found> {
+    let az = AzPath::parse(target)?;
+    let store = stores.get(&az.container)?;
+    let rel = az.base_name().to_owned();
+    head(store.as_ref(), az, rel)
+        .await?
+        .ok_or_else(|| anyhow!("{target}: {missing}"))
 }
 
 /// The blobs `target` names. Without `recursive`: the one object `az://CONTAINER/NAME`. With
@@ -247,25 +275,17 @@ async fn head(store: &dyn ObjectStore, az: AzPath, rel: String) -> Result<Found>
 /// `encryptiondata` skipped), or, if no blob at all is below it, the object `PREFIX` itself.
 pub(super) async fn find(stores: &mut Stores, target: &str, recursive: bool) -> Result<Vec<Found>> {
     if !recursive {
-        let az = AzPath::parse(target)?;
-        let store = stores.get(&az.container)?;
-        let rel = az.base_name().to_owned();
-        let found = head(store.as_ref(), az, rel).await;
-        return Ok(vec![found.with_context(|| {
-            format!("{target}: not found (a prefix needs -r)")
-        })?]);
+        return Ok(vec![find_one(stores, target, "no such blob").await?]);
     }
     let prefix = AzPrefix::parse(target)?;
     let store = stores.get(&prefix.container)?;
     let names = list(store.as_ref(), &prefix).await?;
     if names.is_empty() {
-        let az =
-            AzPath::parse(target).map_err(|_| anyhow!("{target}: no blobs below this prefix"))?;
-        let rel = az.base_name().to_owned();
-        let found = head(store.as_ref(), az, rel).await;
-        return Ok(vec![found.with_context(|| {
-            format!("{target}: no blobs below this prefix, and no blob of this name")
-        })?]);
+        if prefix.prefix.is_empty() || target.ends_with('/') {
+            bail!("{target}: no blobs below this prefix");
+        }
+        let missing = "no blobs below this prefix, and no blob of this name";
+        return Ok(vec![find_one(stores, target, missing).await?]);
     }
     let heads = futures::stream::iter(names.into_iter().map(|rel| {
         let store = store.clone();
@@ -275,7 +295,12 @@ pub(super) async fn find(stores: &mut Stores, target: &str, recursive: bool) -> 
     .buffered(HEAD_CONCURRENCY)
     .try_collect::<Vec<_>>()
     .await?;
-    Ok(heads.into_iter().filter(Found::is_encrypted).collect())
+    // A blob deleted between the listing and its HEAD is no longer there: skipped.
+    Ok(heads
+        .into_iter()
+        .flatten()
+        .filter(Found::is_encrypted)
+        .collect())
 }
 
 /// The names of the blobs below `prefix/`, relative to it, sorted.
@@ -285,7 +310,7 @@ async fn list(store: &dyn ObjectStore, prefix: &AzPrefix) -> Result<Vec<String>>
         .list(lp.as_ref())
         .try_collect()
         .await
-        .map_err(|e| anyhow!("{}: cannot list: {e}", prefix.shown()))?;
+        .map_err(|e| anyhow!("{}: cannot list: {}", prefix.shown(), one_line(&e)))?;
     let strip = if prefix.prefix.is_empty() {
         String::new()
     } else {
@@ -325,7 +350,7 @@ pub(super) async fn refuse_existing(
         match store.head(&az.path()?).await {
             Ok(_) => return Err(exists(az)),
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => bail!("{}: {e}", az.shown()),
+            Err(e) => bail!("{}: {}", az.shown(), one_line(&e)),
         }
     }
     Ok(())
@@ -479,7 +504,7 @@ async fn put_whole(
         Err(object_store::Error::AlreadyExists { .. }) => {
             bail!("output exists (use --force to overwrite)")
         }
-        Err(e) => Err(anyhow!("{e}")),
+        Err(e) => Err(anyhow!("{}", one_line(&e))),
     }
 }
 
@@ -499,7 +524,7 @@ async fn put_blocks(
     let up = store
         .put_multipart_opts(path, opts)
         .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{}", one_line(&e)))?;
     let mut w = WriteMultipart::new_with_chunk_size(up, part);
     let mut sent = 0u64;
     let res: Result<()> = async {
@@ -507,7 +532,7 @@ async fn put_blocks(
             sent += b.len() as u64;
             w.wait_for_capacity(UPLOAD_CONCURRENCY)
                 .await
-                .map_err(|e| anyhow!("{e}"))?;
+                .map_err(|e| anyhow!("{}", one_line(&e)))?;
             w.put(b);
         }
         if sent != total {
@@ -517,7 +542,11 @@ async fn put_blocks(
     }
     .await;
     match res {
-        Ok(()) => w.finish().await.map(|_| ()).map_err(|e| anyhow!("{e}")),
+        Ok(()) => w
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| anyhow!("{}", one_line(&e))),
         Err(e) => {
             let _ = w.abort().await;
             Err(e)
@@ -558,13 +587,13 @@ pub(super) async fn open(
     let got: GetResult = store
         .get_opts(&az.path()?, GetOptions::default())
         .await
-        .map_err(|e| anyhow!("{shown}: {e}"))?;
+        .map_err(|e| anyhow!("{shown}: {}", one_line(&e)))?;
     let meta = envelope_metadata(&got.attributes).with_context(|| shown.clone())?;
     let (tx, rx) = mpsc::channel(4);
     let mut stream = got.into_stream();
     tokio::spawn(async move {
         while let Some(chunk) = stream.next().await {
-            let item = chunk.map_err(std::io::Error::other);
+            let item = chunk.map_err(|e| std::io::Error::other(one_line(&e)));
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {
                 break;
