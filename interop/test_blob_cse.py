@@ -310,7 +310,7 @@ def test_inspect_and_shred_report_over_a_prefix(setup, kc, credential, server, t
     assert f"1 of 3 files unreadable if {other.id} is revoked" in out, out
     # A single blob, and a blob that does not exist.
     out = server.cli("shred-report", "--key", versionless, f"{base}/x/one.txt").stdout
-    assert f"1 of 1 files unreadable" in out, out
+    assert "1 of 1 files unreadable" in out, out
     res = server.cli("inspect", f"{base}/nope", check=False)
     assert res.returncode != 0 and f"{base}/nope" in res.stderr, res.stderr
 
