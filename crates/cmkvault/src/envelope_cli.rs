@@ -1,10 +1,16 @@
 //! `cmkvault encrypt`, `decrypt`, `inspect`, `shred-report` and `rewrap`: envelope encryption
-//! of local files and directories into `.cmk` containers (see `docs/envelope-format.md`).
+//! of local files and directories into `.cmk` containers, and of Azure blobs (`blob`; see
+//! `docs/envelope-format.md`).
 //!
 //! Object names: every file is bound (in its integrity record) to its path relative to the
 //! input root, `/`-separated: for a file given on the command line, its file name; for a file
 //! found below a directory given with `-r`, its path below that directory. Decrypt applies the
-//! same rule to the `.cmk` path with `.cmk` stripped, so a renamed or moved file fails.
+//! same rule to the `.cmk` path with `.cmk` stripped, so a renamed or moved file fails. A blob
+//! is bound to `CONTAINER/NAME`, wherever it came from.
+//!
+//! Each command first plans (inputs expanded, outputs named, existing outputs refused), then
+//! handles one object at a time with steps shared by files and blobs: `decrypt_job`,
+//! `Rewrapper::rewrap`, `inspection`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -16,11 +22,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use cmkvault_envelope::{
     read_container, seal_container_with, write_container, DataKey, DecryptReader, Envelope,
-    KeyEncryptionKey, KeySource, LocalKey, OpenOptions, RemoteKey, RemoteKeyConfig, SealingKey,
+    EnvelopeMetadata, KeyEncryptionKey, KeySource, LocalKey, OpenOptions, RemoteKey,
+    RemoteKeyConfig, SealingKey,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 mod blob;
+
+use blob::{AzPath, AzPrefix, Stores};
 
 /// The suffix of encrypted files.
 const SUFFIX: &str = ".cmk";
@@ -35,6 +44,12 @@ const DEFAULT_URL: &str = "https://localhost:8443";
 OUTPUT is the output file for a single input, and a directory when -r is given or there are \
 several inputs: files given on the command line go to OUTPUT/NAME.cmk, files below a directory \
 given with -r to OUTPUT/RELATIVE/PATH.cmk (the directory's contents go directly below OUTPUT).
+
+OUTPUT may be az://CONTAINER/NAME (one input) or az://CONTAINER/PREFIX (-r or several inputs): \
+blobs PREFIX/NAME or PREFIX/RELATIVE/PATH, without a suffix (Azure SDK readers expect the \
+plaintext's name), bound to CONTAINER/NAME, with encryptiondata metadata as the Azure SDKs \
+write it. Account and credentials: AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY \
+(or object_store's other AZURE_* settings), or AZURE_STORAGE_USE_EMULATOR=true for Azurite.
 
 Each file is bound to its object name: its path relative to the input root (for a file given \
 on the command line, its file name). `decrypt` derives the name the same way from the .cmk \
@@ -57,6 +72,11 @@ pub(crate) struct EncryptArgs {
 OUTPUT is the output file for a single input, and a directory when -r is given or there are \
 several inputs (relative paths kept below it, .cmk stripped). Directories are searched for \
 *.cmk files.
+
+INPUT may be az://CONTAINER/NAME (one blob; below OUTPUT as NAME's last segment) or, with -r, \
+az://CONTAINER/PREFIX: the blobs below PREFIX/ that carry encryptiondata (others are skipped), \
+relative paths kept below OUTPUT; a blob is checked against CONTAINER/NAME. Local and az:// \
+inputs may be mixed; OUTPUT is local.
 
 Each file is checked against its object name: its path relative to the input root with .cmk \
 stripped (for a file given on the command line, its file name), the rule `encrypt` used; a \
@@ -91,10 +111,10 @@ struct CommonArgs {
     /// Encrypt or decrypt the files below directory inputs.
     #[arg(short = 'r', long)]
     recursive: bool,
-    /// Input files (or directories with -r).
+    /// Input files or az:// blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<String>,
-    /// Output file (single input) or directory (-r or several inputs).
+    /// Output file or blob (single input), directory or az:// prefix (-r or several inputs).
     #[arg(short = 'o', long, value_name = "OUTPUT")]
     output: String,
     /// Overwrite existing outputs.
@@ -117,10 +137,10 @@ pub(crate) enum Format {
 /// `cmkvault inspect`.
 #[derive(Args)]
 pub(crate) struct InspectArgs {
-    /// .cmk files (or directories with -r).
+    /// .cmk files or az://CONTAINER/NAME blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<String>,
-    /// Inspect the .cmk files below directory targets.
+    /// Inspect the .cmk files below directory targets, the encrypted blobs below prefixes.
     #[arg(short = 'r', long)]
     recursive: bool,
     /// Output format.
@@ -131,17 +151,18 @@ pub(crate) struct InspectArgs {
 /// `cmkvault shred-report`.
 #[derive(Args)]
 #[command(after_help = "\
-Lists every .cmk file that becomes unreadable if KID is revoked: with a versionless \
-https://HOST[:PORT]/keys/NAME, files under any version of that key; with a version, files under \
-that version; any other KID (a local key's) matches exactly. Reads headers only (no key access).")]
+Lists every .cmk file or blob that becomes unreadable if KID is revoked: with a versionless \
+https://HOST[:PORT]/keys/NAME, objects under any version of that key; with a version, objects \
+under that version; any other KID (a local key's) matches exactly. Reads headers and blob \
+metadata only (no key access); with -r, the encrypted blobs below az://CONTAINER/PREFIX.")]
 pub(crate) struct ShredReportArgs {
     /// The key (or key version) to be revoked.
     #[arg(long, value_name = "KID")]
     key: String,
-    /// .cmk files (or directories with -r).
+    /// .cmk files or az://CONTAINER/NAME blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<String>,
-    /// Search directory targets for .cmk files.
+    /// Search directory targets for .cmk files, prefixes for encrypted blobs.
     #[arg(short = 'r', long)]
     recursive: bool,
     /// Output format.
@@ -157,6 +178,12 @@ data key is unwrapped once with the file's current key, wrapped with the new one
 file with the new header and the same body bytes is written next to the original, synced and \
 renamed over it (a failure leaves the original intact). Prints FILE: OLD-KID -> NEW-KID per \
 file (unless -q); a file already under the new key is left alone.
+
+A blob (az://CONTAINER/NAME; with -r the encrypted blobs below az://CONTAINER/PREFIX) keeps its \
+body: its metadata is replaced by Set Blob Metadata, all other metadata entries re-sent, on \
+condition that its ETag is still the one its metadata was read with; a blob changed meanwhile \
+fails (412) and is left as the other writer left it. This needs AZURE_STORAGE_ACCOUNT_KEY, \
+AZURE_STORAGE_SAS_KEY or AZURE_STORAGE_TOKEN (or AZURE_STORAGE_USE_EMULATOR=true).
 
 --to KID: https://HOST[:PORT]/keys/NAME[/VERSION] (a versionless id means that key's current \
 version) or file:PATH (a local key). --to latest: the current version of each file's own vault \
@@ -179,31 +206,47 @@ pub(crate) struct RewrapArgs {
     /// algorithm).
     #[arg(long)]
     allow_legacy: bool,
-    /// Re-wrap the .cmk files below directory targets.
+    /// Re-wrap the .cmk files below directory targets, the encrypted blobs below prefixes.
     #[arg(short = 'r', long)]
     recursive: bool,
     /// Print nothing on success.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// .cmk files (or directories with -r).
+    /// .cmk files or az://CONTAINER/NAME blobs (directories or az://CONTAINER/PREFIX with -r).
     #[arg(required = true, value_name = "TARGET")]
     targets: Vec<String>,
 }
 
-/// One file to process: where it is, where its output goes, the object name it is bound to.
+/// Where an object is: a local file or a blob.
+enum Loc {
+    File(PathBuf),
+    Blob(AzPath),
+}
+
+impl Loc {
+    /// How errors and reports name it.
+    fn shown(&self) -> String {
+        match self {
+            Loc::File(p) => p.display().to_string(),
+            Loc::Blob(az) => az.shown(),
+        }
+    }
+}
+
+/// One object to process: where it is, where its output goes, the object name it is bound to.
 struct Job {
-    input: PathBuf,
-    output: PathBuf,
+    input: Loc,
+    output: Loc,
     name: String,
     size: u64,
 }
 
-/// Refuses Azure Blob targets (not supported yet).
-fn local_path(arg: &str) -> Result<PathBuf> {
-    if arg.starts_with("az://") {
-        bail!("{arg}: Azure Blob targets (az://) are not supported yet; use local files");
-    }
-    Ok(PathBuf::from(arg))
+/// An input found for a command-line input: where it is, its path relative to the input root
+/// (for an input named on the command line, its file name), its size.
+struct Input {
+    loc: Loc,
+    rel: String,
+    size: u64,
 }
 
 /// The regular files below `dir` (sorted), as (path, `/`-joined relative name). Symbolic links
@@ -246,86 +289,181 @@ fn file_name_of(path: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("{}: has no UTF-8 file name", path.display()))
 }
 
-/// Plans the jobs: inputs expanded, outputs and object names derived, collisions and existing
-/// outputs refused before anything is written.
-fn plan(common: &CommonArgs, decrypt: bool) -> Result<Vec<Job>> {
-    let output = local_path(&common.output)?;
-    let inputs: Vec<PathBuf> = common
-        .inputs
-        .iter()
-        .map(|i| local_path(i))
-        .collect::<Result<_>>()?;
-    let to_dir = common.recursive || inputs.len() > 1;
-    // (input path, object name bound / checked, output relative name)
-    let mut found: Vec<(PathBuf, String, String)> = Vec::new();
-    let out_name = |rel: &str, path: &Path| -> Result<(String, String)> {
-        if decrypt {
-            match rel.strip_suffix(SUFFIX) {
-                Some(stem) if !stem.is_empty() && !stem.ends_with('/') => {
-                    Ok((stem.to_string(), stem.to_string()))
-                }
-                _ => bail!("{}: not a {SUFFIX} file", path.display()),
-            }
-        } else {
-            Ok((rel.to_string(), format!("{rel}{SUFFIX}")))
-        }
-    };
-    for input in &inputs {
-        let meta = std::fs::metadata(input)
-            .with_context(|| format!("{}: cannot read", input.display()))?;
-        if meta.is_dir() {
-            if !common.recursive {
-                bail!("{}: is a directory (use -r)", input.display());
-            }
-            for (path, rel) in walk(input)? {
-                if decrypt && !rel.ends_with(SUFFIX) {
-                    continue;
-                }
-                let (name, out) = out_name(&rel, &path)?;
-                found.push((path, name, out));
-            }
-        } else {
-            let rel = file_name_of(input)?;
-            let (name, out) = out_name(&rel, input)?;
-            found.push((input.clone(), name, out));
-        }
+/// The files a local input names: the file itself, or with `recursive` the files below a
+/// directory (only `.cmk` files when `cmk_only`).
+fn local_inputs(input: &Path, recursive: bool, cmk_only: bool) -> Result<Vec<Input>> {
+    let shown = input.display();
+    let meta = std::fs::metadata(input).with_context(|| format!("{shown}: cannot read"))?;
+    if !meta.is_dir() {
+        let rel = file_name_of(input)?;
+        let loc = Loc::File(input.to_path_buf());
+        return Ok(vec![Input {
+            loc,
+            rel,
+            size: meta.len(),
+        }]);
     }
-    if found.is_empty() {
-        bail!("no input files found");
+    if !recursive {
+        bail!("{shown}: is a directory (use -r)");
     }
-    let mut seen = BTreeSet::new();
-    let mut jobs = Vec::with_capacity(found.len());
-    for (input, name, rel_out) in found {
-        let out = if to_dir {
-            rel_out
-                .split('/')
-                .fold(output.clone(), |p, part| p.join(part))
-        } else {
-            output.clone()
-        };
-        if !seen.insert(out.clone()) {
-            bail!(
-                "{}: two inputs would be written to the same output",
-                out.display()
-            );
+    let mut out = Vec::new();
+    for (path, rel) in walk(input)? {
+        if cmk_only && !rel.ends_with(SUFFIX) {
+            continue;
         }
-        if !common.force && std::fs::symlink_metadata(&out).is_ok() {
-            bail!(
-                "{}: output exists (use --force to overwrite)",
-                out.display()
-            );
-        }
-        let size = std::fs::metadata(&input)
-            .with_context(|| format!("{}: cannot read", input.display()))?
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?
             .len();
-        jobs.push(Job {
-            input,
-            output: out,
-            name,
+        out.push(Input {
+            loc: Loc::File(path),
+            rel,
             size,
         });
     }
+    Ok(out)
+}
+
+/// The objects the inputs of `common` name: local files (`.cmk` files below directories when
+/// decrypting) and, when decrypting, blobs (`-r`: the encrypted blobs below a prefix).
+async fn inputs(common: &CommonArgs, decrypt: bool, stores: &mut Stores) -> Result<Vec<Input>> {
+    let mut out = Vec::new();
+    for input in &common.inputs {
+        if !blob::is_az(input) {
+            out.extend(local_inputs(Path::new(input), common.recursive, decrypt)?);
+            continue;
+        }
+        if !decrypt {
+            bail!("{input}: encrypt reads local files only (Azure Blob inputs are not supported)");
+        }
+        for f in blob::find(stores, input, common.recursive).await? {
+            out.push(Input {
+                loc: Loc::Blob(f.az),
+                rel: f.rel,
+                size: f.size,
+            });
+        }
+    }
+    if out.is_empty() {
+        if decrypt {
+            bail!("no {SUFFIX} files or encrypted blobs found");
+        }
+        bail!("no input files found");
+    }
+    Ok(out)
+}
+
+/// `.cmk` stripped from a file's relative name (an error naming `path` if it has none).
+fn strip_suffix(rel: &str, path: &Path) -> Result<String> {
+    match rel.strip_suffix(SUFFIX) {
+        Some(stem) if !stem.is_empty() && !stem.ends_with('/') => Ok(stem.to_string()),
+        _ => bail!("{}: not a {SUFFIX} file", path.display()),
+    }
+}
+
+/// Where `-o` points: one output, or a directory or prefix the outputs go below.
+enum OutRoot {
+    One(Loc),
+    Dir(PathBuf),
+    Prefix(AzPrefix),
+}
+
+impl OutRoot {
+    fn parse(output: &str, to_dir: bool) -> Result<OutRoot> {
+        Ok(match (blob::is_az(output), to_dir) {
+            (false, false) => OutRoot::One(Loc::File(PathBuf::from(output))),
+            (false, true) => OutRoot::Dir(PathBuf::from(output)),
+            (true, false) => OutRoot::One(Loc::Blob(AzPath::parse(output)?)),
+            (true, true) => OutRoot::Prefix(AzPrefix::parse(output)?),
+        })
+    }
+
+    /// The output of an input whose output-relative name is `rel`.
+    fn place(&self, rel: &str) -> Loc {
+        match self {
+            OutRoot::One(Loc::File(p)) => Loc::File(p.clone()),
+            OutRoot::One(Loc::Blob(az)) => Loc::Blob(az.clone()),
+            OutRoot::Dir(d) => Loc::File(rel.split('/').fold(d.clone(), |p, part| p.join(part))),
+            OutRoot::Prefix(p) => Loc::Blob(p.child(rel)),
+        }
+    }
+}
+
+/// The output-relative name of one input: blobs are written without a suffix; local outputs
+/// get `.cmk` (encrypt) or lose it (decrypt).
+fn output_rel(input: &Input, to_blob: bool, decrypt: bool) -> Result<String> {
+    Ok(match (&input.loc, decrypt) {
+        (Loc::File(p), true) => strip_suffix(&input.rel, p)?,
+        (Loc::File(_), false) if !to_blob => format!("{}{SUFFIX}", input.rel),
+        _ => input.rel.clone(),
+    })
+}
+
+/// The object name an input is bound to: the blob's `CONTAINER/NAME` (the input's when
+/// decrypting, the output's when encrypting), else the file's relative name without `.cmk`.
+fn bound_name(input: &Input, output: &Loc, decrypt: bool) -> Result<String> {
+    Ok(match (&input.loc, output, decrypt) {
+        (Loc::Blob(az), _, true) | (_, Loc::Blob(az), false) => az.object_name(),
+        (Loc::File(p), _, true) => strip_suffix(&input.rel, p)?,
+        (_, _, false) => input.rel.clone(),
+    })
+}
+
+/// Plans the jobs: inputs expanded, outputs and object names derived, collisions and existing
+/// outputs refused before anything is written.
+async fn plan(common: &CommonArgs, decrypt: bool, stores: &mut Stores) -> Result<Vec<Job>> {
+    if decrypt && blob::is_az(&common.output) {
+        bail!(
+            "{}: decrypt writes local files only (Azure Blob outputs are not supported)",
+            common.output
+        );
+    }
+    let to_dir = common.recursive || common.inputs.len() > 1;
+    let root = OutRoot::parse(&common.output, to_dir)?;
+    let mut seen = BTreeSet::new();
+    let mut jobs = Vec::new();
+    let to_blob = blob::is_az(&common.output);
+    for input in inputs(common, decrypt, stores).await? {
+        let output = root.place(&output_rel(&input, to_blob, decrypt)?);
+        let name = bound_name(&input, &output, decrypt)?;
+        if !seen.insert(output.shown()) {
+            bail!(
+                "{}: two inputs would be written to the same output",
+                output.shown()
+            );
+        }
+        jobs.push(Job {
+            input: input.loc,
+            output,
+            name,
+            size: input.size,
+        });
+    }
+    if !common.force {
+        refuse_existing(&jobs, &root, stores).await?;
+    }
     Ok(jobs)
+}
+
+/// Refuses (before anything is written) outputs that exist.
+async fn refuse_existing(jobs: &[Job], root: &OutRoot, stores: &mut Stores) -> Result<()> {
+    let mut blobs = Vec::new();
+    for job in jobs {
+        match &job.output {
+            Loc::File(p) if std::fs::symlink_metadata(p).is_ok() => {
+                bail!("{}: output exists (use --force to overwrite)", p.display())
+            }
+            Loc::File(_) => {}
+            Loc::Blob(az) => blobs.push(az),
+        }
+    }
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let dir = match root {
+        OutRoot::Prefix(p) => Some(p),
+        _ => None,
+    };
+    blob::refuse_existing(stores, &blobs, dir).await
 }
 
 /// A progress bar on stderr when it is a terminal and not `quiet`; hidden otherwise.
@@ -418,40 +556,74 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// `cmkvault encrypt`.
 pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
-    if args.common.output.starts_with(blob::SCHEME) {
-        return blob::encrypt(args).await;
-    }
-    let jobs = plan(&args.common, false)?;
+    let mut stores = Stores::default();
+    let jobs = plan(&args.common, false, &mut stores).await?;
     let key = load_key("--key", &args.key).await?;
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
     let force = args.common.force;
     let result = async {
         for job in jobs {
-            let sealing = SealingKey::new(key.as_ref(), &job.name)
-                .await
-                .with_context(|| format!("{}", job.input.display()))?;
-            let bar = bar.clone();
-            blocking(move || {
-                let input = File::open(&job.input)
-                    .with_context(|| format!("{}: cannot open", job.input.display()))?;
-                let tmp = temp_for(&job.output)?;
-                let mut w = BufWriter::with_capacity(1 << 20, tmp);
-                // 1 MiB reads: io::copy would otherwise read 8 KiB at a time.
-                let input = BufReader::with_capacity(1 << 20, Counting { inner: input, bar });
-                seal_container_with(sealing, input, &mut w)
-                    .with_context(|| format!("{}", job.input.display()))?;
-                let tmp = w.into_inner().map_err(|e| {
-                    anyhow!("{}: cannot write: {}", job.output.display(), e.error())
-                })?;
-                commit(tmp, &job.output, force)
-            })
-            .await?;
+            encrypt_job(job, key.as_ref(), &mut stores, force, &bar).await?;
         }
         Ok(())
     }
     .await;
     bar.finish_and_clear();
     result
+}
+
+/// Encrypts one local file into a `.cmk` file or a blob, bound to the job's object name.
+async fn encrypt_job(
+    job: Job,
+    key: &dyn KeyEncryptionKey,
+    stores: &mut Stores,
+    force: bool,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let Loc::File(input) = job.input else {
+        bail!("{}: encrypt reads local files only", job.input.shown());
+    };
+    let sealing = SealingKey::new(key, &job.name)
+        .await
+        .with_context(|| input.display().to_string())?;
+    match job.output {
+        Loc::File(output) => encrypt_file(sealing, input, output, force, bar).await,
+        Loc::Blob(dest) => {
+            let size = job.size;
+            let up = blob::Upload {
+                input,
+                size,
+                dest: &dest,
+                force,
+            };
+            blob::upload(stores, sealing, up, bar).await
+        }
+    }
+}
+
+/// Encrypts `input` into the `.cmk` container `output` (temporary file, renamed on success).
+async fn encrypt_file(
+    sealing: SealingKey,
+    input: PathBuf,
+    output: PathBuf,
+    force: bool,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let bar = bar.clone();
+    blocking(move || {
+        let shown = input.display().to_string();
+        let file = File::open(&input).with_context(|| format!("{shown}: cannot open"))?;
+        let tmp = temp_for(&output)?;
+        let mut w = BufWriter::with_capacity(1 << 20, tmp);
+        // 1 MiB reads: io::copy would otherwise read 8 KiB at a time.
+        let file = BufReader::with_capacity(1 << 20, Counting { inner: file, bar });
+        seal_container_with(sealing, file, &mut w).with_context(|| shown.clone())?;
+        let tmp = w
+            .into_inner()
+            .map_err(|e| anyhow!("{}: cannot write: {}", output.display(), e.error()))?;
+        commit(tmp, &output, force)
+    })
+    .await
 }
 
 /// `host:port` of an https URL (port defaulted), lower case.
@@ -566,65 +738,90 @@ impl Keys {
 
 /// `cmkvault decrypt`.
 pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
-    if args
-        .common
-        .inputs
-        .iter()
-        .any(|i| i.starts_with(blob::SCHEME))
-    {
-        return blob::decrypt(args).await;
-    }
-    let jobs = plan(&args.common, true)?;
+    let mut stores = Stores::default();
+    let jobs = plan(&args.common, true, &mut stores).await?;
     let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
-    let opts = OpenOptions {
-        allow_legacy: args.allow_legacy,
-        require_integrity: !args.no_integrity,
+    let run = DecryptRun {
+        opts: OpenOptions {
+            allow_legacy: args.allow_legacy,
+            require_integrity: !args.no_integrity,
+        },
+        force: args.common.force,
+        bar: progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet),
     };
-    let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
-    let force = args.common.force;
     let result = async {
         for job in jobs {
-            let shown = job.input.display().to_string();
-            let (envelope, reader) = {
-                let input =
-                    File::open(&job.input).with_context(|| format!("{shown}: cannot open"))?;
-                let mut reader = BufReader::with_capacity(1 << 20, input);
-                let meta = read_container(&mut reader).with_context(|| shown.clone())?;
-                let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
-                (envelope, reader)
-            };
-            let dek = keys
-                .unwrap_dek(&envelope)
-                .await
-                .with_context(|| shown.clone())?;
-            let bar = bar.clone();
-            blocking(move || {
-                let mut plain = DecryptReader::new(
-                    Counting { inner: reader, bar },
-                    &envelope,
-                    &dek,
-                    &job.name,
-                    &opts,
-                )
-                .with_context(|| format!("{shown} (object name {:?})", job.name))?;
-                let tmp = temp_for(&job.output)?;
-                let mut w = BufWriter::with_capacity(1 << 20, tmp);
-                std::io::copy(&mut plain, &mut w).map_err(|e| {
-                    let inner = e.get_ref().map(|i| i.to_string());
-                    anyhow!("{shown}: {}", inner.unwrap_or_else(|| e.to_string()))
-                })?;
-                let tmp = w.into_inner().map_err(|e| {
-                    anyhow!("{}: cannot write: {}", job.output.display(), e.error())
-                })?;
-                commit(tmp, &job.output, force)
-            })
-            .await?;
+            decrypt_job(job, &mut keys, &mut stores, &run).await?;
         }
         Ok(())
     }
     .await;
-    bar.finish_and_clear();
+    run.bar.finish_and_clear();
     result
+}
+
+/// The settings of one decrypt run.
+struct DecryptRun {
+    opts: OpenOptions,
+    force: bool,
+    bar: ProgressBar,
+}
+
+/// The metadata and a reader of the body of an encrypted object (a `.cmk` file or a blob).
+async fn open_encrypted(
+    loc: &Loc,
+    stores: &mut Stores,
+) -> Result<(EnvelopeMetadata, Box<dyn Read + Send>)> {
+    match loc {
+        Loc::File(path) => {
+            let shown = path.display().to_string();
+            let file = File::open(path).with_context(|| format!("{shown}: cannot open"))?;
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            let meta = read_container(&mut reader).with_context(|| shown.clone())?;
+            Ok((meta, Box::new(reader)))
+        }
+        Loc::Blob(az) => {
+            let (meta, reader) = blob::open(stores, az).await?;
+            Ok((meta, Box::new(reader)))
+        }
+    }
+}
+
+/// Decrypts one object into its (local) output: the data key is unwrapped once, the body is
+/// decrypted into a temporary file that is renamed on success.
+async fn decrypt_job(
+    job: Job,
+    keys: &mut Keys,
+    stores: &mut Stores,
+    run: &DecryptRun,
+) -> Result<()> {
+    let shown = job.input.shown();
+    let Loc::File(output) = job.output else {
+        bail!("{}: decrypt writes local files only", job.output.shown());
+    };
+    let (meta, reader) = open_encrypted(&job.input, stores).await?;
+    let envelope = Envelope::parse(&meta, &run.opts).with_context(|| shown.clone())?;
+    let dek = keys
+        .unwrap_dek(&envelope)
+        .await
+        .with_context(|| shown.clone())?;
+    let (opts, force, bar, name) = (run.opts, run.force, run.bar.clone(), job.name);
+    blocking(move || {
+        let reader = Counting { inner: reader, bar };
+        let mut plain = DecryptReader::new(reader, &envelope, &dek, &name, &opts)
+            .with_context(|| format!("{shown} (object name {name:?})"))?;
+        let tmp = temp_for(&output)?;
+        let mut w = BufWriter::with_capacity(1 << 20, tmp);
+        std::io::copy(&mut plain, &mut w).map_err(|e| {
+            let inner = e.get_ref().map(|i| i.to_string());
+            anyhow!("{shown}: {}", inner.unwrap_or_else(|| e.to_string()))
+        })?;
+        let tmp = w
+            .into_inner()
+            .map_err(|e| anyhow!("{}: cannot write: {}", output.display(), e.error()))?;
+        commit(tmp, &output, force)
+    })
+    .await
 }
 
 /// What `inspect` shows of one file.
@@ -638,21 +835,6 @@ struct Inspection {
     ciphertext_size: u64,
     plaintext_size: u64,
     integrity: &'static str,
-}
-
-fn inspect_one(path: &Path) -> Result<Inspection> {
-    let shown = path.display().to_string();
-    let mut f = File::open(path).with_context(|| format!("{shown}: cannot open"))?;
-    let len = f
-        .metadata()
-        .with_context(|| format!("{shown}: cannot stat"))?
-        .len();
-    // Unbuffered: read_container reads exactly the header, leaving `f` at the body.
-    let meta = read_container(&mut f).with_context(|| shown.clone())?;
-    let start = f
-        .stream_position()
-        .with_context(|| format!("{shown}: cannot read"))?;
-    inspection(shown, &meta, len.saturating_sub(start))
 }
 
 /// What `inspect` shows of an object with metadata `meta` and a body of `body` bytes.
@@ -689,28 +871,60 @@ fn inspection(
     })
 }
 
-/// The `.cmk` files named by `targets` (directories searched with `recursive`).
-fn cmk_files(targets: &[String], recursive: bool) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+/// An encrypted object a target names: a `.cmk` file with its path relative to the target root
+/// (a file named on the command line: its file name), or a blob with what its HEAD said.
+enum Target {
+    File(PathBuf, String),
+    Blob(blob::Found),
+}
+
+/// The encrypted objects `targets` name: files (`.cmk` files below directories with
+/// `recursive`) and blobs (the encrypted blobs below a prefix with `recursive`).
+async fn find_targets(
+    targets: &[String],
+    recursive: bool,
+    stores: &mut Stores,
+) -> Result<Vec<Target>> {
+    let mut out = Vec::new();
     for t in targets {
-        let path = local_path(t)?;
-        let meta =
-            std::fs::metadata(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        if meta.is_dir() {
-            if !recursive {
-                bail!("{}: is a directory (use -r)", path.display());
+        if blob::is_az(t) {
+            let found = blob::find(stores, t, recursive).await?;
+            out.extend(found.into_iter().map(Target::Blob));
+            continue;
+        }
+        for input in local_inputs(Path::new(t), recursive, true)? {
+            if let Loc::File(p) = input.loc {
+                out.push(Target::File(p, input.rel));
             }
-            files.extend(
-                walk(&path)?
-                    .into_iter()
-                    .filter(|(_, rel)| rel.ends_with(SUFFIX))
-                    .map(|(p, _)| p),
-            );
-        } else {
-            files.push(path);
         }
     }
-    Ok(files)
+    Ok(out)
+}
+
+/// Opens a `.cmk` file and reads its header, leaving the file at the start of the body.
+fn read_header(path: &Path) -> Result<(EnvelopeMetadata, File)> {
+    let shown = path.display().to_string();
+    let mut f = File::open(path).with_context(|| format!("{shown}: cannot open"))?;
+    // Unbuffered: read_container reads exactly the header, leaving `f` at the body.
+    let meta = read_container(&mut f).with_context(|| shown.clone())?;
+    Ok((meta, f))
+}
+
+/// What `inspect` shows of one target (headers or metadata only; no key access).
+fn inspect_target(target: &Target) -> Result<Inspection> {
+    let (path, shown) = match target {
+        Target::Blob(f) => return inspection(f.az.shown(), &f.envelope()?, f.size),
+        Target::File(p, _) => (p, p.display().to_string()),
+    };
+    let (meta, mut f) = read_header(path)?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("{shown}: cannot stat"))?
+        .len();
+    let start = f
+        .stream_position()
+        .with_context(|| format!("{shown}: cannot read"))?;
+    inspection(shown, &meta, len.saturating_sub(start))
 }
 
 /// (host:port, lower-case key name, lower-case version) of a key id URL.
@@ -740,11 +954,12 @@ fn revoked_by(revoked: &str, file_kid: &str) -> bool {
 }
 
 /// `cmkvault shred-report`.
-pub(crate) fn shred_report(args: ShredReportArgs) -> Result<()> {
-    let files = cmk_files(&args.targets, args.recursive)?;
-    let rows: Vec<Inspection> = files
+pub(crate) async fn shred_report(args: ShredReportArgs) -> Result<()> {
+    let mut stores = Stores::default();
+    let targets = find_targets(&args.targets, args.recursive, &mut stores).await?;
+    let rows: Vec<Inspection> = targets
         .iter()
-        .map(|p| inspect_one(p))
+        .map(inspect_target)
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .filter(|r| revoked_by(&args.key, &r.kid))
@@ -772,7 +987,7 @@ pub(crate) fn shred_report(args: ShredReportArgs) -> Result<()> {
                 out,
                 "{} of {} files unreadable if {} is revoked",
                 rows.len(),
-                files.len(),
+                targets.len(),
                 args.key
             )?;
         }
@@ -781,20 +996,13 @@ pub(crate) fn shred_report(args: ShredReportArgs) -> Result<()> {
 }
 
 /// `cmkvault inspect`.
-pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
-    let mut rows: Vec<Inspection> = Vec::new();
-    for t in &args.targets {
-        if t.starts_with(blob::SCHEME) {
-            let handle = tokio::runtime::Handle::current();
-            rows.push(tokio::task::block_in_place(|| {
-                handle.block_on(blob::inspect_one(t))
-            })?);
-        } else {
-            for p in cmk_files(std::slice::from_ref(t), args.recursive)? {
-                rows.push(inspect_one(&p)?);
-            }
-        }
-    }
+pub(crate) async fn inspect(args: InspectArgs) -> Result<()> {
+    let mut stores = Stores::default();
+    let targets = find_targets(&args.targets, args.recursive, &mut stores).await?;
+    let rows = targets
+        .iter()
+        .map(inspect_target)
+        .collect::<Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
@@ -823,41 +1031,6 @@ pub(crate) fn inspect(args: InspectArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The `.cmk` files named by `targets` with the object names they are bound to (decrypt's
-/// rule: the path relative to the target root with `.cmk` stripped).
-fn named_cmk_files(targets: &[String], recursive: bool) -> Result<Vec<(PathBuf, String)>> {
-    let strip = |rel: &str, path: &Path| -> Result<String> {
-        match rel.strip_suffix(SUFFIX) {
-            Some(stem) if !stem.is_empty() && !stem.ends_with('/') => Ok(stem.to_string()),
-            _ => bail!("{}: not a {SUFFIX} file", path.display()),
-        }
-    };
-    let mut files = Vec::new();
-    for t in targets {
-        let path = local_path(t)?;
-        let meta =
-            std::fs::metadata(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        if meta.is_dir() {
-            if !recursive {
-                bail!("{}: is a directory (use -r)", path.display());
-            }
-            for (p, rel) in walk(&path)? {
-                if rel.ends_with(SUFFIX) {
-                    let name = strip(&rel, &p)?;
-                    files.push((p, name));
-                }
-            }
-        } else {
-            let name = strip(&file_name_of(&path)?, &path)?;
-            files.push((path, name));
-        }
-    }
-    if files.is_empty() {
-        bail!("no {SUFFIX} files found");
-    }
-    Ok(files)
 }
 
 /// The versionless key id (`https://HOST[:PORT]/keys/NAME`) of a vault key id.
@@ -910,62 +1083,136 @@ fn replace_header(
 
 /// `cmkvault rewrap`.
 pub(crate) async fn rewrap(args: RewrapArgs) -> Result<()> {
-    let files = named_cmk_files(&args.targets, args.recursive)?;
-    let to_latest = args.to == "latest";
-    let fixed: Option<Arc<dyn KeyEncryptionKey>> = if to_latest {
-        None
-    } else {
-        Some(load_key("--to", &args.to).await?)
-    };
-    let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
-    let opts = OpenOptions {
-        allow_legacy: args.allow_legacy,
-        ..OpenOptions::default()
-    };
+    let mut stores = Stores::default();
+    let targets = find_targets(&args.targets, args.recursive, &mut stores).await?;
+    if targets.is_empty() {
+        bail!("no {SUFFIX} files or encrypted blobs found");
+    }
+    let mut rw = Rewrapper::new(&args).await?;
     let mut out = std::io::stdout().lock();
-    for (path, name) in files {
-        let shown = path.display().to_string();
-        let mut f = File::open(&path).with_context(|| format!("{shown}: cannot open"))?;
-        // Unbuffered: read_container reads exactly the header, leaving `f` at the body.
-        let meta = read_container(&mut f).with_context(|| shown.clone())?;
-        let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
-        let old_kid = envelope.kid().to_string();
-        let new_key = match &fixed {
-            Some(k) => k.clone(),
-            None => {
-                let Some(latest) = versionless(&old_kid) else {
-                    bail!(
-                        "{shown}: the data key is wrapped under {old_kid}, not a vault key id: \
-                         --to latest needs one (use --to KID)"
-                    );
-                };
-                keys.for_kid(&latest).await.with_context(|| shown.clone())?
-            }
-        };
-        if new_key.kid() == old_kid {
-            if !args.quiet {
-                writeln!(out, "{shown}: {old_kid} (already under this key)")?;
-            }
-            continue;
-        }
-        let old_key = keys
-            .for_kid(&old_kid)
-            .await
-            .with_context(|| shown.clone())?;
-        let new_meta = cmkvault_envelope::rewrap(
-            KeySource::Key(old_key.as_ref()),
-            new_key.as_ref(),
-            &meta,
-            &name,
-            &opts,
-        )
-        .await
-        .with_context(|| format!("{shown} (object name {name:?})"))?;
-        let path2 = path.clone();
-        blocking(move || replace_header(&path2, f, &new_meta)).await?;
+    for target in targets {
+        let line = rewrap_target(target, &mut rw, &mut stores).await?;
         if !args.quiet {
-            writeln!(out, "{shown}: {old_kid} -> {}", new_key.kid())?;
+            writeln!(out, "{line}")?;
         }
     }
     Ok(())
+}
+
+/// Re-wraps one object and replaces its header (file) or metadata (blob); returns the line to
+/// print.
+async fn rewrap_target(target: Target, rw: &mut Rewrapper, stores: &mut Stores) -> Result<String> {
+    match target {
+        Target::File(path, rel) => {
+            let shown = path.display().to_string();
+            let name = strip_suffix(&rel, &path)?;
+            let (meta, body) = read_header(&path)?;
+            let done = rw.rewrap(&meta, &name, &shown).await?;
+            if let Rewrapped::New(_, _, new) = &done {
+                let new = new.clone();
+                blocking(move || replace_header(&path, body, &new)).await?;
+            }
+            Ok(done.line(&shown))
+        }
+        Target::Blob(found) => {
+            let shown = found.az.shown();
+            let name = found.az.object_name();
+            let done = rw.rewrap(&found.envelope()?, &name, &shown).await?;
+            if let Rewrapped::New(_, _, new) = &done {
+                blob::replace_metadata(stores, &found, new).await?;
+            }
+            Ok(done.line(&shown))
+        }
+    }
+}
+
+/// Re-wraps data keys to the key `--to` names, or to each object's key's latest version.
+struct Rewrapper {
+    keys: Keys,
+    fixed: Option<Arc<dyn KeyEncryptionKey>>,
+    opts: OpenOptions,
+}
+
+/// The outcome of one object's rewrap.
+enum Rewrapped {
+    /// Already under the new key (its kid): left alone.
+    Already(String),
+    /// Re-wrapped from the old kid to the new one: the new metadata.
+    New(String, String, EnvelopeMetadata),
+}
+
+impl Rewrapped {
+    /// What `rewrap` prints for the object `shown`.
+    fn line(&self, shown: &str) -> String {
+        match self {
+            Rewrapped::Already(kid) => format!("{shown}: {kid} (already under this key)"),
+            Rewrapped::New(old, new, _) => format!("{shown}: {old} -> {new}"),
+        }
+    }
+}
+
+impl Rewrapper {
+    async fn new(args: &RewrapArgs) -> Result<Rewrapper> {
+        let fixed = if args.to == "latest" {
+            None
+        } else {
+            Some(load_key("--to", &args.to).await?)
+        };
+        Ok(Rewrapper {
+            keys: Keys::new(args.key.as_deref(), &args.allow_key_host).await?,
+            fixed,
+            opts: OpenOptions {
+                allow_legacy: args.allow_legacy,
+                ..OpenOptions::default()
+            },
+        })
+    }
+
+    /// The key to wrap under for an object now under `old_kid`.
+    async fn new_key(&mut self, old_kid: &str, shown: &str) -> Result<Arc<dyn KeyEncryptionKey>> {
+        if let Some(k) = &self.fixed {
+            return Ok(k.clone());
+        }
+        let Some(latest) = versionless(old_kid) else {
+            bail!(
+                "{shown}: the data key is wrapped under {old_kid}, not a vault key id: \
+                 --to latest needs one (use --to KID)"
+            );
+        };
+        self.keys
+            .for_kid(&latest)
+            .await
+            .with_context(|| shown.to_owned())
+    }
+
+    /// One object's new metadata: the data key unwrapped with its current key, its integrity
+    /// record checked for `name`, wrapped under the new key (nothing to do if already there).
+    async fn rewrap(
+        &mut self,
+        meta: &EnvelopeMetadata,
+        name: &str,
+        shown: &str,
+    ) -> Result<Rewrapped> {
+        let envelope = Envelope::parse(meta, &self.opts).with_context(|| shown.to_owned())?;
+        let old_kid = envelope.kid().to_string();
+        let new_key = self.new_key(&old_kid, shown).await?;
+        if new_key.kid() == old_kid {
+            return Ok(Rewrapped::Already(old_kid));
+        }
+        let old_key = self
+            .keys
+            .for_kid(&old_kid)
+            .await
+            .with_context(|| shown.to_owned())?;
+        let new_meta = cmkvault_envelope::rewrap(
+            KeySource::Key(old_key.as_ref()),
+            new_key.as_ref(),
+            meta,
+            name,
+            &self.opts,
+        )
+        .await
+        .with_context(|| format!("{shown} (object name {name:?})"))?;
+        Ok(Rewrapped::New(old_kid, new_key.kid().to_string(), new_meta))
+    }
 }

@@ -463,8 +463,8 @@ fn main() -> ExitCode {
             Command::Denials { client } => admin::denials(client).await,
             Command::Encrypt(a) => envelope_cli::encrypt(a).await,
             Command::Decrypt(a) => envelope_cli::decrypt(a).await,
-            Command::Inspect(a) => envelope_cli::inspect(a),
-            Command::ShredReport(a) => envelope_cli::shred_report(a),
+            Command::Inspect(a) => envelope_cli::inspect(a).await,
+            Command::ShredReport(a) => envelope_cli::shred_report(a).await,
             Command::Rewrap(a) => envelope_cli::rewrap(a).await,
         }
     });
