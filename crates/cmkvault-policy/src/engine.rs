@@ -154,14 +154,21 @@ fn system_to_instant(t: SystemTime) -> Instant {
 fn resolve_parameters(
     decls: &[ParameterDefinition],
     supplied: &Map<String, Value>,
+    supplied_by: &str,
     what: &str,
 ) -> Result<(Map<String, Value>, Vec<String>), PolicyError> {
     let mut out = Map::new();
     let mut missing = Vec::new();
     for d in decls {
-        let v = match get_ci(supplied, &d.name).or(d.default_value.as_ref()) {
+        let given = get_ci(supplied, &d.name);
+        let v = match given.or(d.default_value.as_ref()) {
             Some(v) => check_value(d, v).map_err(|why| {
-                PolicyError::Definition(format!("{what}: parameter {}: {why}", d.name))
+                let by = if given.is_some() {
+                    format!(" (value from {supplied_by})")
+                } else {
+                    String::new()
+                };
+                PolicyError::Definition(format!("{what}: parameter {}{by}: {why}", d.name))
             })?,
             None => {
                 missing.push(d.name.clone());
@@ -519,6 +526,7 @@ impl Engine {
                 PolicyDocument::Initiative(_) => None,
             })
             .collect();
+        let by = assignment.map_or_else(String::new, |a| format!("assignment {}", a.origin));
         let mut compiled = Vec::new();
         let mut warnings = Vec::new();
         for doc in &documents {
@@ -526,7 +534,7 @@ impl Engine {
                 PolicyDocument::Definition(def) => {
                     let what = format!("{}: definition {}", def.origin, def.name);
                     let (params, missing) =
-                        resolve_parameters(&def.parameters, &supplied_for(doc), &what)?;
+                        resolve_parameters(&def.parameters, &supplied_for(doc), &by, &what)?;
                     compiled.push(compile(
                         def,
                         params,
@@ -539,7 +547,7 @@ impl Engine {
                 PolicyDocument::Initiative(set) => {
                     let what = format!("{}: initiative {}", set.origin, set.name);
                     let (set_params, _) =
-                        resolve_parameters(&set.parameters, &supplied_for(doc), &what)?;
+                        resolve_parameters(&set.parameters, &supplied_for(doc), &by, &what)?;
                     let set_env = Env {
                         params: set_params,
                         now,
@@ -573,8 +581,12 @@ impl Engine {
                             })?;
                             supplied.insert(k.clone(), val);
                         }
-                        let (params, missing) =
-                            resolve_parameters(&def.parameters, &supplied, &member_what)?;
+                        let (params, missing) = resolve_parameters(
+                            &def.parameters,
+                            &supplied,
+                            &format!("initiative {}", set.name),
+                            &member_what,
+                        )?;
                         compiled.push(compile(
                             def,
                             params,
