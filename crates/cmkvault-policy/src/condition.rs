@@ -1604,12 +1604,7 @@ fn eval_leaf<'a>(
     };
     if let Some(r) = rhs_unknown {
         push(notes, &|| {
-            format!(
-                "{} {} {} (an operand is unknown: {r})",
-                leaf.text,
-                leaf.op.name(),
-                render(&rhs)
-            )
+            format!("{} {} an unknown value: {r}", leaf.text, leaf.op.name())
         });
         return Ok(Tri::Unknown);
     }
