@@ -411,6 +411,13 @@ impl<'r> Related<'r> {
     fn build(resources: &'r [Resource], types: &[String]) -> Related<'r> {
         let mut by_name: HashMap<(String, String), Vec<usize>> = HashMap::new();
         let mut by_parent: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        if types.is_empty() {
+            return Related {
+                resources,
+                by_name,
+                by_parent,
+            };
+        }
         for (i, r) in resources.iter().enumerate() {
             let t = r.resource_type().to_ascii_lowercase();
             if !types.contains(&t) {
