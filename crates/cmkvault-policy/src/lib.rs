@@ -10,16 +10,49 @@
 //!   (parser, evaluator, the common function library).
 //! - [`resource`]: a resource to evaluate, with where it came from and which values could not
 //!   be resolved offline.
+//! - [`definition`]: policy definitions, initiatives and assignments as published
+//!   ([`parse_document`], [`Assignment::parse`]).
+//! - [`alias`]: which property of a resource body a policy field or alias reads
+//!   ([`property_path`]), including the `Microsoft.KeyVault.Data` mapping onto ARM keys.
+//! - `condition` (private): conditions compiled once and evaluated with three-valued logic.
+//! - [`engine`]: applicability, effects, related resources, parallel evaluation ([`Engine`]).
 //! - [`outcome`]: the result of one definition on one resource (`Compliant`, `NonCompliant`,
 //!   `Exempt`, `Unknown`) with the reason that decided it.
+//!
+//! ```
+//! use cmkvault_policy::{parse_document, Engine, EngineOptions, Resource, ComplianceState};
+//! let def = serde_json::json!({"properties": {"mode": "Indexed", "policyRule": {
+//!     "if": {"allOf": [{"field": "type", "equals": "Microsoft.Storage/storageAccounts"},
+//!         {"not": {"field": "Microsoft.Storage/storageAccounts/encryption.keySource",
+//!                  "equals": "Microsoft.Keyvault"}}]},
+//!     "then": {"effect": "audit"}}}, "name": "storage-cmk"});
+//! let doc = parse_document(&def, "storage-cmk.json").unwrap();
+//! let engine = Engine::new(vec![doc], None, EngineOptions::default()).unwrap();
+//! let sa = Resource::from_body(serde_json::json!({"id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/sa",
+//!     "name": "sa", "type": "Microsoft.Storage/storageAccounts",
+//!     "properties": {"encryption": {"keySource": "Microsoft.Storage"}}}));
+//! let results = engine.evaluate(&[sa]);
+//! assert_eq!(results[0].state, ComplianceState::NonCompliant);
+//! ```
 
 #![forbid(unsafe_code)]
 
+pub mod alias;
+mod condition;
+pub mod definition;
+pub mod engine;
 mod error;
 pub mod expr;
 pub mod outcome;
 pub mod resource;
+mod time;
 
+pub use alias::property_path;
+pub use definition::{
+    parse_document, parse_documents, Assignment, ParameterDefinition, ParameterType,
+    PolicyDefinition, PolicyDocument, PolicyReference, PolicySetDefinition,
+};
+pub use engine::{Engine, EngineOptions, PolicyInfo};
 pub use error::PolicyError;
 pub use outcome::{ComplianceState, Effect, PolicyOutcome};
 pub use resource::{Resource, SourceLocation};

@@ -14,6 +14,18 @@ pub enum Effect {
     AuditIfNotExists,
     /// Not evaluated.
     Disabled,
+    /// Deploy a related resource when it does not exist; evaluated for compliance like
+    /// `AuditIfNotExists`.
+    DeployIfNotExists,
+    /// Change properties; evaluated for compliance like `Audit` (non-compliant when the rule
+    /// matches).
+    Modify,
+    /// Add fields; evaluated for compliance like `Audit`.
+    Append,
+    /// Blocks delete actions only: produces no compliance results.
+    DenyAction,
+    /// Compliance is attested by hand: produces no results offline.
+    Manual,
 }
 
 impl Effect {
@@ -24,6 +36,11 @@ impl Effect {
             "deny" => Some(Effect::Deny),
             "auditifnotexists" => Some(Effect::AuditIfNotExists),
             "disabled" => Some(Effect::Disabled),
+            "deployifnotexists" => Some(Effect::DeployIfNotExists),
+            "modify" => Some(Effect::Modify),
+            "append" => Some(Effect::Append),
+            "denyaction" => Some(Effect::DenyAction),
+            "manual" => Some(Effect::Manual),
             _ => None,
         }
     }
@@ -35,6 +52,11 @@ impl Effect {
             Effect::Deny => "deny",
             Effect::AuditIfNotExists => "auditifnotexists",
             Effect::Disabled => "disabled",
+            Effect::DeployIfNotExists => "deployifnotexists",
+            Effect::Modify => "modify",
+            Effect::Append => "append",
+            Effect::DenyAction => "denyaction",
+            Effect::Manual => "manual",
         }
     }
 }
@@ -77,6 +99,13 @@ pub struct PolicyOutcome {
     pub policy_definition_id: String,
     /// The definition's display name.
     pub display_name: String,
+    /// The initiative's `name` when the definition was evaluated as one of its members
+    /// (`policySetDefinitionName`).
+    pub policy_set_definition_name: Option<String>,
+    /// The initiative's `id` (`policySetDefinitionId`).
+    pub policy_set_definition_id: Option<String>,
+    /// The member's `policyDefinitionReferenceId` in the initiative.
+    pub policy_definition_reference_id: Option<String>,
     /// The effect in force (after parameters and assignment overrides).
     pub effect: Effect,
     /// The verdict.
