@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod datetime;
 mod error;
 pub mod expr;
 pub mod outcome;
