@@ -7,9 +7,12 @@
 //!
 //! Concepts map to modules:
 //! - [`expr`]: the `[...]` expression language shared by policy rules and ARM templates
-//!   (parser, evaluator, the common function library).
+//!   (parser, evaluator, the common function library); [`datetime`]: the dates it computes with.
 //! - [`resource`]: a resource to evaluate, with where it came from and which values could not
 //!   be resolved offline.
+//! - [`input`]: reading an input file of any shape ([`load_input`]); [`inventory`]: Resource
+//!   Graph and Azure CLI exports; [`template`]: ARM templates with parameter files, resolved into
+//!   the resources they would deploy.
 //! - [`outcome`]: the result of one definition on one resource (`Compliant`, `NonCompliant`,
 //!   `Exempt`, `Unknown`) with the reason that decided it.
 
@@ -18,9 +21,15 @@
 pub mod datetime;
 mod error;
 pub mod expr;
+pub mod input;
+pub mod inventory;
+mod jsontext;
 pub mod outcome;
 pub mod resource;
+pub mod template;
 
 pub use error::PolicyError;
+pub use input::{load_input, load_input_with, InputKind, LoadOptions, LoadedInput};
 pub use outcome::{ComplianceState, Effect, PolicyOutcome};
 pub use resource::{Resource, SourceLocation};
+pub use template::DeploymentContext;
