@@ -55,56 +55,56 @@ pub(crate) fn parse<'a>(text: &'a str, file: &str) -> Result<Parsed<'a>, PolicyE
 /// columns stay those of the file. Text without comments is returned as is.
 pub(crate) fn strip_comments(text: &str) -> Cow<'_, str> {
     let b = text.as_bytes();
-    if !b.windows(2).any(|w| w == b"//" || w == b"/*") {
-        return Cow::Borrowed(text);
-    }
-    let mut out = b.to_vec();
+    // Find the comments first (one pass, no copy): most files have none.
+    let mut comments: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
-    let mut in_string = false;
-    let mut changed = false;
-    while i < b.len() {
-        let c = b[i];
-        if in_string {
-            match c {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
+    while let Some(off) = memchr::memchr2(b'"', b'/', &b[i..]) {
+        i += off;
+        if b[i] == b'"' {
+            // Skip the string: to the next unescaped quote.
+            i += 1;
+            while let Some(off) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+                i += off;
+                if b[i] == b'\\' {
+                    i += 2;
+                } else {
+                    break;
+                }
             }
             i += 1;
+            if i >= b.len() {
+                break;
+            }
             continue;
         }
-        match (c, b.get(i + 1)) {
-            (b'"', _) => {
-                in_string = true;
-                i += 1;
-            }
-            (b'/', Some(b'/')) => {
-                while i < b.len() && b[i] != b'\n' {
-                    out[i] = b' ';
-                    i += 1;
-                }
-                changed = true;
-            }
-            (b'/', Some(b'*')) => {
-                let start = i;
-                i += 2;
-                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                    i += 1;
-                }
-                let end = (i + 2).min(b.len());
-                for (j, o) in out.iter_mut().enumerate().take(end).skip(start) {
-                    if b[j] != b'\n' && b[j] != b'\r' {
-                        *o = b' ';
-                    }
-                }
+        match b.get(i + 1) {
+            Some(b'/') => {
+                let end = memchr::memchr(b'\n', &b[i..]).map_or(b.len(), |o| i + o);
+                comments.push((i, end));
                 i = end;
-                changed = true;
+            }
+            Some(b'*') => {
+                let end =
+                    memchr::memmem::find(&b[i + 2..], b"*/").map_or(b.len(), |o| i + 2 + o + 2);
+                comments.push((i, end));
+                i = end;
             }
             _ => i += 1,
         }
+        if i >= b.len() {
+            break;
+        }
     }
-    if !changed {
+    if comments.is_empty() {
         return Cow::Borrowed(text);
+    }
+    let mut out = b.to_vec();
+    for (start, end) in comments {
+        for o in &mut out[start..end] {
+            if *o != b'\n' && *o != b'\r' {
+                *o = b' ';
+            }
+        }
     }
     // Every byte replaced was part of a comment, and whole characters were replaced, so the
     // result is still UTF-8; fall back to the original text if that ever were not so.
@@ -156,17 +156,21 @@ impl Scanner<'_> {
     fn string(&mut self) -> (usize, usize) {
         self.i += 1;
         let start = self.i;
-        while let Some(&c) = self.b.get(self.i) {
-            match c {
-                b'\\' => self.i += 2,
-                b'"' => {
-                    let end = self.i;
-                    self.i += 1;
-                    return (start, end);
-                }
-                _ => self.i += 1,
+        while let Some(off) = self
+            .b
+            .get(self.i..)
+            .and_then(|r| memchr::memchr2(b'"', b'\\', r))
+        {
+            self.i += off;
+            if self.b[self.i] == b'\\' {
+                self.i += 2;
+            } else {
+                let end = self.i;
+                self.i += 1;
+                return (start, end);
             }
         }
+        self.i = self.b.len();
         (start, self.b.len())
     }
 

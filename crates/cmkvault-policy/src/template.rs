@@ -983,31 +983,8 @@ impl Walk<'_> {
             PolicyError::Input(msg) => PolicyError::Input(format!("{at}: {msg}")),
             other => PolicyError::Input(format!("{at}: {other}")),
         };
-        let mut note = None;
-        if let Some(cond) = get_ci(m, "condition") {
-            let c = tpl.resolve(cond).map_err(|e| ctx_err(e, self.at(&path)))?;
-            match &c {
-                v if unknown_reason(v).is_some() => {
-                    note = Some(format!(
-                        "condition {} could not be resolved ({}); evaluated as if deployed",
-                        to_text(cond),
-                        unknown_reason(v).unwrap_or("")
-                    ));
-                }
-                v => match truthy(v) {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(()),
-                    Err(e) => {
-                        return Err(PolicyError::Input(format!(
-                            "{}: condition: {e}",
-                            self.at(&path)
-                        )))
-                    }
-                },
-            }
-        }
         let Some(copy) = get_ci(m, "copy") else {
-            return self.instance(tpl, m, &path, parent, target, note, depth);
+            return self.conditional(tpl, m, &path, parent, target, None, depth);
         };
         let c = obj(copy);
         let loop_name = c
@@ -1024,29 +1001,25 @@ impl Walk<'_> {
                     tpl.copies
                         .borrow_mut()
                         .push((loop_name.clone(), Value::from(i)));
-                    let r = self.instance(tpl, m, &path, parent, target, note.clone(), depth);
+                    let r = self.conditional(tpl, m, &path, parent, target, None, depth);
                     tpl.copies.borrow_mut().pop();
                     r?;
                 }
                 Ok(())
             }
             Ok(None) => {
-                let reason = format!(
+                let note = format!(
                     "copy loop '{loop_name}' has a count that could not be resolved ({}); one \
                      instance evaluated",
                     unknown_reason(&count).unwrap_or("")
                 );
-                let note = Some(match note {
-                    Some(n) => format!("{n}; {reason}"),
-                    None => reason,
-                });
                 tpl.copies.borrow_mut().push((
                     loop_name.clone(),
                     unknown(format!(
                         "copyIndex() of loop '{loop_name}' with an unknown count"
                     )),
                 ));
-                let r = self.instance(tpl, m, &path, parent, target, note, depth);
+                let r = self.conditional(tpl, m, &path, parent, target, Some(note), depth);
                 tpl.copies.borrow_mut().pop();
                 r
             }
@@ -1055,6 +1028,45 @@ impl Walk<'_> {
                 self.at(&path)
             ))),
         }
+    }
+
+    /// One instance (of a copy loop, or the resource): its `condition` (evaluated per
+    /// instance, as it may use `copyIndex()`), then the resource.
+    #[allow(clippy::too_many_arguments)]
+    fn conditional(
+        &mut self,
+        tpl: &Tpl<'_>,
+        m: &Map<String, Value>,
+        path: &[Seg],
+        parent: Option<&Parent>,
+        target: &Target,
+        mut note: Option<String>,
+        depth: usize,
+    ) -> Result<(), PolicyError> {
+        if let Some(cond) = get_ci(m, "condition") {
+            let at = self.at(path);
+            let c = tpl.resolve(cond).map_err(|e| match e {
+                PolicyError::Input(msg) => PolicyError::Input(format!("{at}: {msg}")),
+                other => PolicyError::Input(format!("{at}: {other}")),
+            })?;
+            if let Some(why) = unknown_reason(&c) {
+                let n = format!(
+                    "condition {} could not be resolved ({why}); evaluated as if deployed",
+                    to_text(cond)
+                );
+                note = Some(match note {
+                    Some(prev) => format!("{n}; {prev}"),
+                    None => n,
+                });
+            } else {
+                match truthy(&c) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(e) => return Err(PolicyError::Input(format!("{at}: condition: {e}"))),
+                }
+            }
+        }
+        self.instance(tpl, m, path, parent, target, note, depth)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -708,3 +708,136 @@ fn malformed_templates_name_file_and_line() {
     .unwrap();
     assert_eq!(rs[0].body["sku"]["name"], "S1");
 }
+
+#[test]
+fn per_instance_conditions_unknown_counts_and_ids() {
+    let t = r#"{
+      "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+      "contentVersion": "1.0.0.0",
+      "parameters": { "vaults": { "type": "array" } },
+      "resources": [
+        {
+          "condition": "[not(equals(copyIndex(), 1))]",
+          "type": "Microsoft.KeyVault/vaults",
+          "apiVersion": "2023-07-01",
+          "name": "[format('kv{0}', copyIndex())]",
+          "location": "westus",
+          "copy": { "name": "kvs", "count": 3 },
+          "properties": {
+            "ids": [
+              "[resourceId('Microsoft.Sql/servers/databases', 'srv', 'db')]",
+              "[resourceId('other-rg', 'Microsoft.Storage/storageAccounts', 'st')]",
+              "[resourceId('11111111-1111-1111-1111-111111111111', 'rg2', 'Microsoft.Storage/storageAccounts', 'st')]",
+              "[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'r1')]",
+              "[tenantResourceId('Microsoft.Management/managementGroups', 'mg')]",
+              "[extensionResourceId(resourceGroup().id, 'Microsoft.Authorization/locks', 'lock')]"
+            ]
+          }
+        },
+        {
+          "type": "Microsoft.KeyVault/vaults",
+          "apiVersion": "2023-07-01",
+          "name": "[parameters('vaults')[copyIndex()]]",
+          "location": "westus",
+          "copy": { "name": "byParam", "count": "[length(parameters('vaults'))]" },
+          "properties": { "enablePurgeProtection": true }
+        },
+        {
+          "type": "Microsoft.Authorization/locks",
+          "apiVersion": "2020-05-01",
+          "name": "kv0-lock",
+          "scope": "[format('Microsoft.KeyVault/vaults/{0}', 'kv0')]",
+          "properties": { "level": "CanNotDelete" }
+        }
+      ]
+    }"#;
+    let l = load_input_with(t, "t.json", None, &LoadOptions::default()).unwrap();
+    let rs = &l.resources;
+    let names: Vec<_> = rs.iter().map(Resource::name).collect();
+    // kv1 is skipped by its per-instance condition; the loop over an unknown array yields one
+    // flagged instance; its name cannot be rendered, so it keeps the expression text.
+    assert_eq!(
+        names,
+        vec![
+            "kv0",
+            "kv2",
+            "[parameters('vaults')[copyIndex()]]",
+            "kv0-lock"
+        ]
+    );
+    let ids = &rs[0].body["properties"]["ids"];
+    assert_eq!(
+        ids,
+        &json!([
+            format!("{SUB}/providers/Microsoft.Sql/servers/srv/databases/db"),
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/other-rg/providers/Microsoft.Storage/storageAccounts/st",
+            "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg2/providers/Microsoft.Storage/storageAccounts/st",
+            "/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.Authorization/roleDefinitions/r1",
+            "/providers/Microsoft.Management/managementGroups/mg",
+            format!("{SUB}/providers/Microsoft.Authorization/locks/lock"),
+        ])
+    );
+    let note = rs[2].body[NOTE_KEY].as_str().unwrap();
+    assert!(
+        note.starts_with("copy loop 'byparam' has a count that could not be resolved"),
+        "{note}"
+    );
+    assert_eq!(rs[2].body["properties"]["enablePurgeProtection"], true);
+    assert_eq!(l.notes.len(), 1);
+    // An extension resource: its id hangs off the resource in `scope`.
+    assert_eq!(
+        rs[3].body["id"],
+        format!("{SUB}/providers/Microsoft.KeyVault/vaults/kv0/providers/Microsoft.Authorization/locks/kv0-lock")
+    );
+}
+
+#[test]
+fn subscription_scope_template() {
+    let t = r#"{
+      "$schema": "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentTemplate.json#",
+      "contentVersion": "1.0.0.0",
+      "resources": [
+        {
+          "type": "Microsoft.Resources/resourceGroups",
+          "apiVersion": "2022-09-01",
+          "name": "rg-ai",
+          "location": "westeurope"
+        },
+        {
+          "type": "Microsoft.Resources/deployments",
+          "apiVersion": "2022-09-01",
+          "name": "into-rg",
+          "resourceGroup": "rg-ai",
+          "properties": {
+            "mode": "Incremental",
+            "expressionEvaluationOptions": { "scope": "inner" },
+            "template": {
+              "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+              "contentVersion": "1.0.0.0",
+              "resources": [
+                {
+                  "type": "Microsoft.CognitiveServices/accounts",
+                  "apiVersion": "2024-10-01",
+                  "name": "oai",
+                  "kind": "OpenAI",
+                  "location": "[resourceGroup().location]",
+                  "properties": { "rg": "[resourceGroup().name]" }
+                }
+              ]
+            }
+          }
+        }
+      ]
+    }"#;
+    let rs = load(t, "sub.json");
+    assert_eq!(
+        rs[0].body["id"],
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-ai"
+    );
+    assert_eq!(
+        rs[1].body["id"],
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-ai/providers/Microsoft.CognitiveServices/accounts/oai"
+    );
+    assert_eq!(rs[1].body["properties"]["rg"], "rg-ai");
+    assert_eq!(rs[1].body["location"], "eastus");
+}
