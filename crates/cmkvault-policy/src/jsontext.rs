@@ -335,6 +335,13 @@ mod tests {
     }
 
     #[test]
+    fn byte_order_mark_and_crlf() {
+        let p = parse("\u{feff}[\r\n  {\"a\": 1},\r\n  {}\r\n]", "f.json").unwrap();
+        let lines = container_lines(&p.text, 1);
+        assert_eq!(lines[&vec![Seg::Index(1)]], 3);
+    }
+
+    #[test]
     fn errors_name_file_line_and_column() {
         let e = parse("{\n  \"a\": 1,\n  \"b\" 2\n}", "t.json")
             .err()

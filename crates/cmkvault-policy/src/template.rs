@@ -55,6 +55,10 @@ pub const NOTE_KEY: &str = "$cmkvault.note";
 const MAX_COPY: i64 = 800;
 /// How deep nested deployments may go.
 const MAX_NESTING: usize = 16;
+/// How long a chain of parameters and variables using each other may be.
+const MAX_CHAIN: usize = 200;
+/// The most resources one template may resolve to (copy loops multiply).
+const MAX_RESOURCES: usize = 100_000;
 
 /// What a real deployment would know: the target subscription, resource group and location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -524,6 +528,11 @@ impl<'t> Tpl<'t> {
         let key = (slot.clone(), self.placeholders.get());
         if let Some(v) = self.cache.borrow().get(&key) {
             return Ok(v.clone());
+        }
+        if self.active.borrow().len() >= MAX_CHAIN {
+            return Err(PolicyError::Input(format!(
+                "parameters and variables refer to each other more than {MAX_CHAIN} deep"
+            )));
         }
         if !self.active.borrow_mut().insert(slot.clone()) {
             let what = match &slot {
@@ -1160,6 +1169,11 @@ impl Walk<'_> {
         if let Some(n) = &note {
             body.insert(NOTE_KEY.into(), Value::String(n.clone()));
             self.out.notes.push(format!("{at}: {rtype} '{name}': {n}"));
+        }
+        if self.out.resources.len() >= MAX_RESOURCES {
+            return Err(PolicyError::Input(format!(
+                "{at}: the template resolves to more than {MAX_RESOURCES} resources"
+            )));
         }
         let mut body = Value::Object(body);
         normalize_body(&mut body);

@@ -841,3 +841,78 @@ fn subscription_scope_template() {
     assert_eq!(rs[1].body["properties"]["rg"], "rg-ai");
     assert_eq!(rs[1].body["location"], "eastus");
 }
+
+#[test]
+fn expression_keys_parameter_defaults_and_object_variables() {
+    let t = r#"{
+      "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+      "contentVersion": "1.0.0.0",
+      "parameters": {
+        "base": { "type": "string", "defaultValue": "ai" },
+        "accountName": { "type": "string", "defaultValue": "[format('{0}-acct', parameters('base'))]" },
+        "identityName": { "type": "string", "defaultValue": "[concat(parameters('accountName'), '-id')]" },
+        "cmk": { "type": "object", "defaultValue": {} },
+        "extraTags": { "type": "object" }
+      },
+      "variables": {
+        "settings": {
+          "sku": "S0",
+          "copy": [ { "name": "zones", "count": 2, "input": "[string(add(copyIndex('zones'), 1))]" } ]
+        },
+        "tags": "[union(createObject('owner', 'ai-team'), parameters('extraTags'))]"
+      },
+      "resources": [{
+        "type": "Microsoft.CognitiveServices/accounts",
+        "apiVersion": "2024-10-01",
+        "name": "[parameters('accountName')]",
+        "location": "westus",
+        "kind": "OpenAI",
+        "sku": { "name": "[variables('settings').sku]" },
+        "zones": "[variables('settings').zones]",
+        "tags": "[createObject('owner', 'ai-team', 'extra', parameters('extraTags'))]",
+        "identity": {
+          "type": "UserAssigned",
+          "userAssignedIdentities": {
+            "[resourceId('Microsoft.ManagedIdentity/userAssignedIdentities', parameters('identityName'))]": {}
+          }
+        },
+        "properties": {
+          "encryption": "[if(empty(parameters('cmk')), null(), createObject('keySource', 'Microsoft.KeyVault'))]",
+          "allTags": "[variables('tags')]"
+        }
+      }]
+    }"#;
+    let rs = load(t, "t.json");
+    let b = &rs[0].body;
+    assert_eq!(rs[0].name(), "ai-acct");
+    assert_eq!(
+        b["identity"]["userAssignedIdentities"],
+        json!({format!("{SUB}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ai-acct-id"): {}})
+    );
+    assert_eq!(b["sku"]["name"], "S0");
+    assert_eq!(b["zones"], json!(["1", "2"]));
+    // No CMK given: the encryption block is null, as ARM would send it.
+    assert_eq!(b["properties"]["encryption"], Value::Null);
+    // An unknown value stays inside the object createObject builds...
+    assert_eq!(b["tags"]["owner"], "ai-team");
+    assert!(reason(&b["tags"]["extra"]).contains("'extraTags'"));
+    // ...while union() with an unknown object is unknown as a whole.
+    assert!(reason(&b["properties"]["allTags"]).contains("'extraTags'"));
+}
+
+#[test]
+fn long_variable_chains_are_bounded() {
+    let chain = |n: usize| {
+        let mut vars: Vec<String> = (0..n)
+            .map(|i| format!("\"v{i}\": \"[variables('v{}')]\"", i + 1))
+            .collect();
+        vars.push(format!("\"v{n}\": \"end\""));
+        format!(
+            "{{\"$schema\": \"https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#\",\n\"variables\": {{{}}},\n\"resources\": [{{\"type\": \"A.B/c\", \"name\": \"[variables('v0')]\"}}]}}",
+            vars.join(",")
+        )
+    };
+    assert_eq!(load(&chain(150), "ok.json")[0].name(), "end");
+    let e = err(&chain(1000), "deep.json");
+    assert!(e.contains("refer to each other more than 200 deep"), "{e}");
+}
