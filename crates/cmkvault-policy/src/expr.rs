@@ -413,7 +413,9 @@ pub fn equals_ci(a: &Value, b: &Value) -> bool {
 /// The functions that do not depend on a context. `None` when `name` (lower-case) is not one.
 pub fn call_common(name: &str, args: &[Value]) -> Option<Result<Value, PolicyError>> {
     // Most functions are strict in their arguments: an unknown argument gives an unknown result.
-    if name != "coalesce" {
+    // `coalesce` looks for the first non-null one; `createArray`/`createObject` keep an unknown
+    // element inside the value they build (an unknown object key still makes it unknown).
+    if !matches!(name, "coalesce" | "createarray" | "createobject") {
         if let Some(u) = args.iter().find(|a| unknown_reason(a).is_some()) {
             return Some(Ok(u.clone()));
         }
@@ -582,6 +584,9 @@ fn common(name: &str, args: &[Value]) -> Option<Result<Value, PolicyError>> {
         }),
         "union" => union(args),
         "createobject" => {
+            if let Some(u) = args.iter().step_by(2).find(|a| unknown_reason(a).is_some()) {
+                return Some(Ok(u.clone()));
+            }
             if !args.len().is_multiple_of(2) {
                 Err(PolicyError::Eval(
                     "createObject() takes key/value pairs".into(),
@@ -594,7 +599,7 @@ fn common(name: &str, args: &[Value]) -> Option<Result<Value, PolicyError>> {
                 Ok(Value::Object(m))
             }
         }
-        _ => return None,
+        _ => return more::common(name, args),
     };
     Some(r)
 }
@@ -705,6 +710,8 @@ fn union(args: &[Value]) -> Result<Value, PolicyError> {
     }
     Ok(Value::Array(out))
 }
+
+mod more;
 
 /// A number value from an `i64`.
 pub fn int(i: i64) -> Value {

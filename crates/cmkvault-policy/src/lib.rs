@@ -7,7 +7,7 @@
 //!
 //! Concepts map to modules:
 //! - [`expr`]: the `[...]` expression language shared by policy rules and ARM templates
-//!   (parser, evaluator, the common function library).
+//!   (parser, evaluator, the common function library); [`datetime`]: the dates it computes with.
 //! - [`resource`]: a resource to evaluate, with where it came from and which values could not
 //!   be resolved offline.
 //! - [`definition`]: policy definitions, initiatives and assignments as published
@@ -16,6 +16,9 @@
 //!   ([`property_path`]), including the `Microsoft.KeyVault.Data` mapping onto ARM keys.
 //! - `condition` (private): conditions compiled once and evaluated with three-valued logic.
 //! - [`engine`]: applicability, effects, related resources, parallel evaluation ([`Engine`]).
+//! - [`input`]: reading an input file of any shape ([`load_input`]); [`inventory`]: Resource
+//!   Graph and Azure CLI exports; [`template`]: ARM templates with parameter files, resolved into
+//!   the resources they would deploy.
 //! - [`outcome`]: the result of one definition on one resource (`Compliant`, `NonCompliant`,
 //!   `Exempt`, `Unknown`) with the reason that decided it.
 //!
@@ -39,12 +42,17 @@
 
 pub mod alias;
 mod condition;
+pub mod datetime;
 pub mod definition;
 pub mod engine;
 mod error;
 pub mod expr;
+pub mod input;
+pub mod inventory;
+mod jsontext;
 pub mod outcome;
 pub mod resource;
+pub mod template;
 mod time;
 
 pub use alias::property_path;
@@ -54,5 +62,7 @@ pub use definition::{
 };
 pub use engine::{Engine, EngineOptions, PolicyInfo};
 pub use error::PolicyError;
+pub use input::{load_input, load_input_with, InputKind, LoadOptions, LoadedInput};
 pub use outcome::{ComplianceState, Effect, PolicyOutcome};
 pub use resource::{Resource, SourceLocation};
+pub use template::DeploymentContext;
