@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::outcome::{ComplianceState, Effect, PolicyOutcome};
 use crate::pack::PackSource;
+use crate::resource::SourceLocation;
 
 /// An output format of `cmkvault scan`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,20 +189,27 @@ fn result_json(o: &PolicyOutcome) -> Value {
 
 // ----------------------------------------------------------------------------- table
 
-const MIN_REASON: usize = 24;
+const MIN_REASON: usize = 30;
+/// Below this width the table stacks each result over several lines.
+const STACK_BELOW: usize = 130;
 
-/// The results as an aligned table (`RESOURCE  POLICY  EFFECT  STATE  REASON`) no wider than
-/// `width` columns (at least 80 is assumed): long resource ids and policy names are shortened
-/// with `…`, the reason wraps onto continuation lines. The resource is shown from its provider
-/// namespace on (`Microsoft.KeyVault/vaults/kv1`), with `file:line` when it came from a
-/// template; the policy by its display name. Ends with [`summary_line`].
+/// The results for people, no wider than `width` columns (at least 80 is assumed), ending
+/// with [`summary_line`]. The resource is shown from its provider namespace on
+/// (`Microsoft.KeyVault/vaults/kv1`), with `(file:line)` when it came from a template; the
+/// policy by its display name; the reason in full, wrapped.
+///
+/// From 130 columns on, an aligned table `RESOURCE  POLICY  EFFECT  STATE  REASON` (long
+/// resources keep their end, long policy names their start, cut with `…`; the reason wraps onto
+/// continuation lines). Narrower, each result is a block: `STATE  EFFECT  RESOURCE`, then
+/// indented `policy:` and `reason:` lines.
 pub fn to_table(outcomes: &[PolicyOutcome], width: usize) -> String {
     let width = width.max(80);
-    let rows: Vec<[String; 5]> = outcomes
+    let rows: Vec<[String; 6]> = outcomes
         .iter()
         .map(|o| {
+            let (resource, at) = short_resource(o);
             [
-                short_resource(o),
+                resource,
                 if o.display_name.is_empty() {
                     o.policy_definition_name.clone()
                 } else {
@@ -210,59 +218,60 @@ pub fn to_table(outcomes: &[PolicyOutcome], width: usize) -> String {
                 effect_label(o.effect).to_string(),
                 o.state.as_str().to_string(),
                 o.reason.clone(),
+                at,
             ]
         })
         .collect();
+    let mut out = if width < STACK_BELOW {
+        stacked(&rows, width)
+    } else {
+        columns(&rows, width)
+    };
+    out.push_str(&summary_line(outcomes));
+    out.push('\n');
+    out
+}
+
+fn columns(rows: &[[String; 6]], width: usize) -> String {
     let headers = ["RESOURCE", "POLICY", "EFFECT", "STATE", "REASON"];
     let natural = |i: usize| {
         rows.iter()
-            .map(|r| r[i].chars().count())
+            .map(|r| r[i].chars().count() + if i == 0 { r[5].chars().count() } else { 0 })
             .chain([headers[i].len()])
             .max()
             .unwrap_or(0)
     };
     let effect_w = natural(2);
     let state_w = natural(3);
-    // Budget: 4 gaps of 2 columns between 5 columns.
-    let fixed = effect_w + state_w + 8;
-    let flexible = width.saturating_sub(fixed + MIN_REASON);
-    // Resource and policy share what is left, each at most its natural width.
-    let (mut res_w, mut pol_w) = (natural(0), natural(1));
-    let share = flexible / 2;
-    if res_w + pol_w > flexible {
-        if res_w <= share {
-            pol_w = flexible - res_w;
-        } else if pol_w <= share {
-            res_w = flexible - pol_w;
-        } else {
-            res_w = share;
-            pol_w = flexible - share;
-        }
-    }
+    // 4 gaps of 2 columns between the 5 columns.
+    let avail = width.saturating_sub(effect_w + state_w + 8);
+    let reason_w = (avail / 3).clamp(MIN_REASON, natural(4).max(MIN_REASON));
+    let rest = avail.saturating_sub(reason_w);
+    let res_w = natural(0)
+        .min((rest * 11 / 20).max(16))
+        .min(rest.saturating_sub(12));
+    let pol_w = natural(1).min(rest.saturating_sub(res_w)).max(8);
     let res_w = res_w.max(8);
-    let pol_w = pol_w.max(8);
-    let reason_w = width.saturating_sub(res_w + pol_w + fixed).max(MIN_REASON);
+    let reason_w = avail.saturating_sub(res_w + pol_w).max(MIN_REASON);
 
     let mut out = String::new();
     let mut line = |cells: [&str; 4], reason: &str| {
-        let mut s = format!(
+        let s = format!(
             "{:<res_w$}  {:<pol_w$}  {:<effect_w$}  {:<state_w$}  {reason}",
             cells[0], cells[1], cells[2], cells[3]
         );
-        let trimmed = s.trim_end().len();
-        s.truncate(trimmed);
-        out.push_str(&s);
+        out.push_str(s.trim_end());
         out.push('\n');
     };
     line([headers[0], headers[1], headers[2], headers[3]], headers[4]);
-    for r in &rows {
+    for r in rows {
         let wrapped = wrap(&r[4], reason_w);
         let mut parts = wrapped.iter();
         let first = parts.next().map(String::as_str).unwrap_or("");
         line(
             [
-                &ellipsize(&r[0], res_w),
-                &ellipsize(&r[1], pol_w),
+                &resource_cell(&r[0], &r[5], res_w),
+                &ellipsize_end(&r[1], pol_w),
                 &r[2],
                 &r[3],
             ],
@@ -272,8 +281,35 @@ pub fn to_table(outcomes: &[PolicyOutcome], width: usize) -> String {
             line(["", "", "", ""], more);
         }
     }
-    out.push_str(&summary_line(outcomes));
-    out.push('\n');
+    out
+}
+
+fn stacked(rows: &[[String; 6]], width: usize) -> String {
+    const INDENT: &str = "    ";
+    let state_w = rows.iter().map(|r| r[3].len()).max().unwrap_or(0);
+    let effect_w = rows.iter().map(|r| r[2].len()).max().unwrap_or(0);
+    let res_room = width.saturating_sub(state_w + effect_w + 4);
+    let label_room = width.saturating_sub(INDENT.len() + "reason: ".len());
+    let mut out = String::new();
+    for r in rows {
+        let head = format!(
+            "{:<state_w$}  {:<effect_w$}  {}",
+            r[3],
+            r[2],
+            resource_cell(&r[0], &r[5], res_room)
+        );
+        out.push_str(head.trim_end());
+        out.push('\n');
+        out.push_str(&format!(
+            "{INDENT}policy: {}\n",
+            ellipsize_end(&r[1], label_room)
+        ));
+        for (i, part) in wrap(&r[4], label_room).iter().enumerate() {
+            let label = if i == 0 { "reason: " } else { "        " };
+            out.push_str(format!("{INDENT}{label}{part}").trim_end());
+            out.push('\n');
+        }
+    }
     out
 }
 
@@ -286,8 +322,9 @@ fn effect_label(e: Effect) -> &'static str {
     }
 }
 
-/// The id from its last `/providers/` on (or the whole id), plus ` (file:line)` when known.
-fn short_resource(o: &PolicyOutcome) -> String {
+/// The id from its last `/providers/` on (or the whole id), and ` (file:line)` when the line
+/// is known (else empty).
+fn short_resource(o: &PolicyOutcome) -> (String, String) {
     let id = o.resource_id.as_str();
     let lower = id.to_ascii_lowercase();
     let short = match lower.rfind("/providers/") {
@@ -295,29 +332,57 @@ fn short_resource(o: &PolicyOutcome) -> String {
         None => id,
     };
     let short = if short.is_empty() { id } else { short };
-    match &o.source {
-        Some(src) if src.line.is_some() => {
-            format!("{short} ({}:{})", src.file, src.line.unwrap_or_default())
-        }
-        _ => short.to_string(),
-    }
+    let at = match &o.source {
+        Some(SourceLocation {
+            file,
+            line: Some(line),
+        }) => format!(" ({file}:{line})"),
+        _ => String::new(),
+    };
+    (short.to_string(), at)
 }
 
-/// `s` cut to `w` characters, keeping its start and end around a `…`.
-fn ellipsize(s: &str, w: usize) -> String {
+/// The resource and its ` (file:line)` in `w` characters: both keep their ends (the resource
+/// name, the file name and line); the resource gets at least half.
+fn resource_cell(resource: &str, at: &str, w: usize) -> String {
+    let (rn, an) = (resource.chars().count(), at.chars().count());
+    if rn + an <= w {
+        return format!("{resource}{at}");
+    }
+    let at_w = an.min(w / 2).min(w.saturating_sub(rn.min(w)).max(w / 2));
+    let res_w = w.saturating_sub(at_w);
+    let at = if an > at_w {
+        // Keep " (" and cut the path from its start.
+        let inner: String = at.chars().skip(2).collect();
+        format!(" ({}", ellipsize_start(&inner, at_w.saturating_sub(2)))
+    } else {
+        at.to_string()
+    };
+    format!("{}{at}", ellipsize_start(resource, res_w))
+}
+
+/// `s` cut to `w` characters, keeping its end (`…accounts/openai-prod`).
+fn ellipsize_start(s: &str, w: usize) -> String {
     let n = s.chars().count();
     if n <= w {
         return s.to_string();
     }
-    let keep = w.saturating_sub(1);
-    let head = keep / 2;
-    let tail = keep - head;
-    let start: String = s.chars().take(head).collect();
-    let end: String = s.chars().skip(n - tail).collect();
-    format!("{start}…{end}")
+    let tail: String = s.chars().skip(n - w.saturating_sub(1)).collect();
+    format!("…{tail}")
 }
 
-/// Greedy word wrap to `w` characters; words longer than `w` are split.
+/// `s` cut to `w` characters, keeping its start (`Key vaults should…`).
+fn ellipsize_end(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        return s.to_string();
+    }
+    let mut head: String = s.chars().take(w.saturating_sub(1)).collect();
+    head.push('…');
+    head
+}
+
+/// Greedy word wrap to `w` characters; words longer than `w` are split (after a `/` or `.`
+/// where one is in the second half of the line).
 fn wrap(text: &str, w: usize) -> Vec<String> {
     let w = w.max(1);
     let mut lines = Vec::new();
@@ -345,8 +410,14 @@ fn wrap(text: &str, w: usize) -> Vec<String> {
                 cur_len = 0;
                 continue;
             }
-            // A word longer than the column: split it.
-            let rest = word.split_off(w);
+            // A word longer than the column: split it after its last `/` or `.` that fits,
+            // else at the column.
+            let cut = word[..w]
+                .iter()
+                .rposition(|c| matches!(c, '/' | '.'))
+                .filter(|&i| i + 1 >= w / 2)
+                .map_or(w, |i| i + 1);
+            let rest = word.split_off(cut);
             lines.push(word.iter().collect());
             word = rest;
         }
@@ -542,9 +613,23 @@ mod tests {
     fn wrap_and_ellipsize() {
         assert_eq!(wrap("a bb ccc dddd", 6), ["a bb", "ccc", "dddd"]);
         assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(
+            wrap(
+                "x Microsoft.Search/searchServices/encryptionWithCmk.enforcement y",
+                24
+            ),
+            [
+                "x",
+                "Microsoft.Search/",
+                "searchServices/",
+                "encryptionWithCmk.",
+                "enforcement y"
+            ]
+        );
         assert_eq!(wrap("", 4), [""]);
-        assert_eq!(ellipsize("abcdefghij", 5), "ab…ij");
-        assert_eq!(ellipsize("abc", 5), "abc");
+        assert_eq!(ellipsize_start("abcdefghij", 5), "…ghij");
+        assert_eq!(ellipsize_end("abcdefghij", 5), "abcd…");
+        assert_eq!(ellipsize_start("abc", 5), "abc");
     }
 
     #[test]
