@@ -189,6 +189,10 @@ fn result_json(o: &PolicyOutcome) -> Value {
 
 // ----------------------------------------------------------------------------- table
 
+/// The table width to use when the output is not a terminal (CI logs, files): wide enough for
+/// the column layout.
+pub const DEFAULT_TABLE_WIDTH: usize = 160;
+
 const MIN_REASON: usize = 30;
 /// Below this width the table stacks each result over several lines.
 const STACK_BELOW: usize = 130;

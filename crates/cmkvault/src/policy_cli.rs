@@ -25,11 +25,7 @@ pub(crate) fn run(command: PolicyCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         PolicyCommand::List => {
-            let width = std::io::stdout()
-                .is_terminal()
-                .then(terminal_width)
-                .flatten();
-            out.write_all(list_table(&pack, width).as_bytes())?;
+            out.write_all(list_table(&pack, terminal_width()).as_bytes())?;
         }
         PolicyCommand::Show { name } => {
             let def = pack.find(&name).with_context(|| {
@@ -47,9 +43,17 @@ pub(crate) fn run(command: PolicyCommand) -> Result<()> {
     Ok(())
 }
 
-/// The terminal's width from `COLUMNS`, if set.
-fn terminal_width() -> Option<usize> {
-    std::env::var("COLUMNS").ok()?.trim().parse().ok()
+/// The width of the terminal on standard output (its size, else `COLUMNS`); `None` when
+/// standard output is not a terminal (a pipe or a file gets full lines).
+pub(crate) fn terminal_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    console::Term::stdout()
+        .size_checked()
+        .map(|(_rows, cols)| usize::from(cols))
+        .filter(|c| *c > 0)
+        .or_else(|| std::env::var("COLUMNS").ok()?.trim().parse().ok())
 }
 
 /// `NAME  KIND  EFFECT  SOURCE  DISPLAY NAME`, one line per document; the display name is cut
@@ -80,7 +84,7 @@ fn list_table(pack: &Pack, width: Option<usize>) -> String {
             .unwrap_or(0)
     };
     let (w0, w1, w2, w3) = (w(0), w(1), w(2), w(3));
-    let room = width.map(|t| t.saturating_sub(w0 + w1 + w2 + w3 + 8).max(20));
+    let room = width.map(|t| t.saturating_sub(w0 + w1 + w2 + w3 + 8).max(10));
     let mut s = String::new();
     let mut line = |c: [&str; 5]| {
         let last = match room {
