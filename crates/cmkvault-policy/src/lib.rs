@@ -21,6 +21,12 @@
 //!   the resources they would deploy.
 //! - [`outcome`]: the result of one definition on one resource (`Compliant`, `NonCompliant`,
 //!   `Exempt`, `Unknown`) with the reason that decided it.
+//! - [`pack`]: the built-in rule pack (the MIT Azure built-ins and cmkvault's own CMK rules in
+//!   `policies/cmk/`), listed and found by name.
+//! - [`exemption`]: exemption files (own shape or `az policy exemption list`) turning covered
+//!   results into `Exempt`, with expiry.
+//! - [`report`]: table, `az policy state list`-shaped JSON and SARIF 2.1.0 output, and the CI
+//!   gate's exit code.
 //!
 //! ```
 //! use cmkvault_policy::{parse_document, Engine, EngineOptions, Resource, ComplianceState};
@@ -46,11 +52,14 @@ pub mod datetime;
 pub mod definition;
 pub mod engine;
 mod error;
+pub mod exemption;
 pub mod expr;
 pub mod input;
 pub mod inventory;
 mod jsontext;
 pub mod outcome;
+pub mod pack;
+pub mod report;
 pub mod resource;
 pub mod template;
 mod time;
@@ -62,7 +71,10 @@ pub use definition::{
 };
 pub use engine::{Engine, EngineOptions, PolicyInfo};
 pub use error::PolicyError;
+pub use exemption::{ExemptionNotice, Exemptions};
 pub use input::{load_input, load_input_with, InputKind, LoadOptions, LoadedInput};
 pub use outcome::{ComplianceState, Effect, PolicyOutcome};
+pub use pack::{Pack, PackDefinition, PackSource};
+pub use report::{exit_code, Format, RuleMeta};
 pub use resource::{Resource, SourceLocation};
 pub use template::DeploymentContext;

@@ -1,5 +1,5 @@
 //! The `cmkvault` command: serve the vault, issue the break-glass token, manage vaults,
-//! identities, roles and access policies, bench.
+//! identities, roles and access policies, bench, list and show the policy rule pack.
 
 #![forbid(unsafe_code)]
 
@@ -8,6 +8,7 @@ mod audit_cli;
 mod bench;
 mod client;
 mod envelope_cli;
+mod policy_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,6 +72,11 @@ enum Command {
     ShredReport(envelope_cli::ShredReportArgs),
     /// Re-wrap the data keys of .cmk files to another key or the key's latest version.
     Rewrap(envelope_cli::RewrapArgs),
+    /// List and show the built-in Azure Policy rule pack (CMK governance).
+    Policy {
+        #[command(subcommand)]
+        command: policy_cli::PolicyCommand,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -466,6 +472,7 @@ fn main() -> ExitCode {
             Command::Inspect(a) => envelope_cli::inspect(a).await,
             Command::ShredReport(a) => envelope_cli::shred_report(a).await,
             Command::Rewrap(a) => envelope_cli::rewrap(a).await,
+            Command::Policy { command } => policy_cli::run(command),
         }
     });
     match result {
