@@ -9,6 +9,7 @@ mod bench;
 mod client;
 mod envelope_cli;
 mod policy_cli;
+mod scan_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,9 @@ enum Command {
     ShredReport(envelope_cli::ShredReportArgs),
     /// Re-wrap the data keys of .cmk files to another key or the key's latest version.
     Rewrap(envelope_cli::RewrapArgs),
+    /// Check CMK compliance: evaluate Azure Policy definitions offline over inventories, ARM
+    /// templates and the live vault (exit 1 when a Deny-effect result is NonCompliant).
+    Scan(scan_cli::ScanArgs),
     /// List and show the built-in Azure Policy rule pack (CMK governance).
     Policy {
         #[command(subcommand)]
@@ -457,8 +461,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Scan(a) = cli.command {
+        // Exit 0/1 is the CI gate; any error is a usage or input error (2).
+        return match runtime.block_on(scan_cli::run(a)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                eprintln!("error: {}", chain.join(": "));
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Scan(_) => Ok(()),
             Command::Serve(a) => serve(a).await,
             Command::Token(a) => token(a),
             Command::Vault { command } => vault(command).await,
