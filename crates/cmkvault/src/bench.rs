@@ -41,6 +41,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 mod envelope;
+mod scan;
 
 /// api-version sent on every request.
 const API_VERSION: &str = "7.5";
@@ -64,7 +65,8 @@ const RAW_BATCH: u64 = 8;
 #[derive(Args)]
 pub(crate) struct BenchArgs {
     /// Operation: unwrapkey, wrapkey, sign, decrypt or get (a key operation against a server),
-    /// or envelope (file encryption with a local key: see --size, --files, --dir, --rewrap).
+    /// envelope (file encryption with a local key: see --size, --files, --dir, --rewrap), or
+    /// scan (policy evaluation over a synthetic inventory: see --resources).
     pub op: String,
     /// Concurrent clients, each with its own keep-alive HTTPS (HTTP/1.1) connection.
     #[arg(long, default_value_t = 16)]
@@ -123,6 +125,9 @@ pub(crate) struct BenchArgs {
     /// envelope: fsync every output file before it counts (default: through the page cache).
     #[arg(long)]
     pub fsync: bool,
+    /// scan: resources in the synthetic Resource Graph inventory (default 100000).
+    #[arg(long)]
+    pub resources: Option<usize>,
 }
 
 /// The operation under test.
@@ -957,6 +962,12 @@ fn secs(d: Duration) -> String {
 pub(crate) async fn run(args: BenchArgs) -> Result<()> {
     if args.op.eq_ignore_ascii_case("envelope") {
         return envelope::run(&args).await;
+    }
+    if args.op.eq_ignore_ascii_case("scan") {
+        return scan::run(&args);
+    }
+    if args.resources.is_some() {
+        bail!("--resources applies to `bench scan` only");
     }
     let op = Op::parse(&args.op)?;
     if args.size.is_some()

@@ -82,21 +82,7 @@ pub(crate) async fn run(args: ScanArgs) -> Result<u8> {
     if args.inputs.is_empty() && args.vault.is_none() {
         bail!("nothing to scan: give INPUT files or --vault URL");
     }
-    let pack = load_pack(&args.policies)?;
-    let documents = pack
-        .definitions()
-        .iter()
-        // The default pack's initiative re-assigns built-ins already in it (with effect Deny):
-        // it is evaluated only when given with --policy.
-        .filter(|d| !args.policies.is_empty() || d.kind != DefinitionKind::Initiative)
-        .map(|d| parse_document(&d.json, &d.file).map_err(anyhow::Error::from))
-        .collect::<Result<Vec<PolicyDocument>>>()?;
-    let assignment = assignment(
-        args.assignment.as_deref(),
-        &documents,
-        args.policies.is_empty(),
-    )?;
-    let engine = Engine::new(documents, assignment.as_ref(), EngineOptions::default())?;
+    let (pack, engine) = build_engine(&args.policies, args.assignment.as_deref())?;
     for w in engine.warnings() {
         eprintln!("warning: {w}");
     }
@@ -152,6 +138,26 @@ pub(crate) async fn run(args: ScanArgs) -> Result<u8> {
         eprintln!("{}", report::summary_line(&outcomes));
     }
     Ok(u8::try_from(report::exit_code(&outcomes)).unwrap_or(1))
+}
+
+/// The policies (`--policy` files, else the built-in pack) compiled into an engine, with the
+/// assignment's parameter values.
+pub(crate) fn build_engine(
+    policies: &[PathBuf],
+    assignment_file: Option<&Path>,
+) -> Result<(Pack, Engine)> {
+    let pack = load_pack(policies)?;
+    let documents = pack
+        .definitions()
+        .iter()
+        // The default pack's initiative re-assigns built-ins already in it (with effect Deny):
+        // it is evaluated only when given with --policy.
+        .filter(|d| !policies.is_empty() || d.kind != DefinitionKind::Initiative)
+        .map(|d| parse_document(&d.json, &d.file).map_err(anyhow::Error::from))
+        .collect::<Result<Vec<PolicyDocument>>>()?;
+    let assignment = assignment(assignment_file, &documents, policies.is_empty())?;
+    let engine = Engine::new(documents, assignment.as_ref(), EngineOptions::default())?;
+    Ok((pack, engine))
 }
 
 fn read(path: &Path) -> Result<String> {

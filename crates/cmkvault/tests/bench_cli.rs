@@ -195,3 +195,33 @@ fn bad_envelope_bench_flags_get_one_error_line() {
         assert!(line.contains(needle), "{args:?}: {line}");
     }
 }
+
+#[test]
+fn scan_bench_evaluates_the_pack_over_a_synthetic_inventory() {
+    let scratch = TempDir::new().unwrap();
+    let out = success(
+        run(
+            cmkvault(&["bench", "scan", "--resources", "200"]),
+            scratch.path(),
+        ),
+        "bench scan",
+    );
+    let head = line_value(&out, "scan:");
+    assert!(head.starts_with("200 resources"), "{out}");
+    let eval = line_value(&out, "evaluate:");
+    // Some results, some of them non-compliant (the inventory mixes CMK and no CMK).
+    let results: u64 = eval
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(results > 200, "{out}");
+    assert!(!eval.contains("(0 non-compliant)"), "{out}");
+    let o = run(
+        cmkvault(&["bench", "scan", "--resources", "0"]),
+        scratch.path(),
+    );
+    assert!(one_error_line(o, "bench scan --resources 0").contains("--resources"));
+}
