@@ -256,3 +256,80 @@ fn input_errors_exit_2_with_one_line() {
     let o = scan(&[], &scratch);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn live_vault_keys_are_evaluated_over_the_api() {
+    let scratch = TempDir::new().unwrap();
+    let data = scratch.path().join("data");
+    let (server, token) = common::serve_with_token(&data, scratch.path());
+    let (rt, client) = common::runtime_and_client(&data, server.port);
+    let url = server.url();
+    let post = |path: &str, body: Value, method: reqwest::Method| {
+        let req = client
+            .request(method, format!("{url}{path}?api-version=7.5"))
+            .bearer_auth(&token)
+            .json(&body);
+        let r = rt.block_on(async { req.send().await }).unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    };
+    // k-bare: no expiry, no rotation policy. k-good: expiry and a 90-day rotation policy.
+    post(
+        "/keys/k-bare/create",
+        json!({"kty": "RSA", "key_size": 2048}),
+        reqwest::Method::POST,
+    );
+    post(
+        "/keys/k-good/create",
+        json!({"kty": "RSA", "key_size": 3072, "attributes": {"exp": 4102444800u64}}),
+        reqwest::Method::POST,
+    );
+    post(
+        "/keys/k-good/rotationpolicy",
+        json!({"lifetimeActions": [{"trigger": {"timeAfterCreate": "P90D"}, "action": {"type": "Rotate"}}],
+               "attributes": {"expiryTime": "P1Y"}}),
+        reqwest::Method::PUT,
+    );
+    let mut cmd = cmkvault(&[
+        "scan",
+        "--vault",
+        &url,
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    cmd.env("CMKVAULT_TOKEN", &token);
+    let o = run(cmd, scratch.path());
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    let r = results(&o);
+    let state = |key: &str, def: &str| {
+        r.iter()
+            .find(|x| {
+                x["resourceId"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/keys/{key}"))
+                    && x["policyDefinitionName"] == def
+            })
+            .unwrap_or_else(|| panic!("no {def} result for {key}: {r:?}"))["complianceState"]
+            .clone()
+    };
+    let expiry = "152b15f7-8e1f-4c1f-ab71-8c010ba5dbc0";
+    let rotation = "d8cf8476-a2ec-4916-896e-992351803c44";
+    assert_eq!(state("k-bare", expiry), "NonCompliant");
+    assert_eq!(state("k-good", expiry), "Compliant");
+    assert_eq!(state("k-bare", rotation), "NonCompliant");
+    assert_eq!(state("k-good", rotation), "Compliant");
+    // The vault itself is read too (ARM-shaped, from the management API).
+    assert!(r
+        .iter()
+        .any(|x| x["resourceType"] == "Microsoft.KeyVault/vaults"));
+
+    // Without a token: exit 2, one line.
+    let o = run(
+        cmkvault(&["scan", "--vault", &url, "--data", data.to_str().unwrap()]),
+        scratch.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(one_error_line(o, "scan --vault without token").contains("CMKVAULT_TOKEN"));
+}
