@@ -58,8 +58,8 @@ fn synthetic(i: usize) -> Value {
         i % 7,
         i % 50
     );
-    let cmk = i % 3 == 0;
-    let tags = if i % 5 == 0 {
+    let cmk = i.is_multiple_of(3);
+    let tags = if i.is_multiple_of(5) {
         json!({"dataClassification": "Confidential", "owner": "ml"})
     } else {
         json!({"owner": "ml"})
@@ -69,7 +69,7 @@ fn synthetic(i: usize) -> Value {
             "microsoft.cognitiveservices/accounts",
             Some(["OpenAI", "AIServices", "ComputerVision", "TextAnalytics"][i % 4]),
             json!({"encryption": {"keySource": if cmk { "Microsoft.KeyVault" } else { "Microsoft.CognitiveServices" }},
-                   "disableLocalAuth": i % 2 == 0, "publicNetworkAccess": "Disabled",
+                   "disableLocalAuth": i.is_multiple_of(2), "publicNetworkAccess": "Disabled",
                    "networkAcls": {"defaultAction": "Deny", "ipRules": []}}),
         ),
         2 => (
@@ -86,7 +86,7 @@ fn synthetic(i: usize) -> Value {
         4 => (
             "microsoft.keyvault/vaults",
             None,
-            json!({"enableSoftDelete": true, "enablePurgeProtection": cmk, "enableRbacAuthorization": i % 2 == 0,
+            json!({"enableSoftDelete": true, "enablePurgeProtection": cmk, "enableRbacAuthorization": i.is_multiple_of(2),
                    "accessPolicies": [{"objectId": "o", "permissions": {"keys": ["get", "wrapKey", "unwrapKey"]}}],
                    "networkAcls": {"defaultAction": "Allow"}}),
         ),
@@ -120,7 +120,7 @@ fn synthetic(i: usize) -> Value {
     let mut body = json!({
         "id": format!("{rg}/providers/{provider}/{name}"),
         "name": name, "type": ty, "location": "eastus", "resourceGroup": format!("rg{}", i % 50),
-        "tags": tags, "identity": {"type": if i % 4 == 0 { "None" } else { "SystemAssigned" }},
+        "tags": tags, "identity": {"type": if i.is_multiple_of(4) { "None" } else { "SystemAssigned" }},
         "properties": props,
     });
     if let Some(k) = kind {
