@@ -121,32 +121,6 @@ pub const CMK_FILES: &[(&str, &str)] = pack_files!("cmk";
     "cmkvault-classified-data-requires-cmk.json",
 );
 
-/// The file names of the MIT built-ins under `policies/builtin/` (the policy-data names,
-/// unchanged): 20 definitions and the EnforceCMK initiative.
-pub const BUILTIN_FILE_NAMES: &[&str] = &[
-    "built-in-policies__policyDefinitions__Azure_Ai_Services__DisableLocalAuth_Audit.json",
-    "built-in-policies__policyDefinitions__Azure_Ai_Services__NetworkAcls_Audit.json",
-    "built-in-policies__policyDefinitions__Cognitive_Services__CustomerManagedKey_Audit.json",
-    "built-in-policies__policyDefinitions__Cognitive_Services__ManagedIdentity_Audit.json",
-    "built-in-policies__policyDefinitions__Container_Registry__ACR_CMKEncryptionEnabled_Audit.json",
-    "built-in-policies__policyDefinitions__Cosmos_DB__Cosmos_CMK_Deny.json",
-    "built-in-policies__policyDefinitions__Key_Vault__FirewallEnabled_Audit.json",
-    "built-in-policies__policyDefinitions__Key_Vault__Keys_ExpirationSet.json",
-    "built-in-policies__policyDefinitions__Key_Vault__Keys_KeyRotationPolicy_MaximumDaysToRotate.json",
-    "built-in-policies__policyDefinitions__Key_Vault__Keys_RSA_MinimumKeySize.json",
-    "built-in-policies__policyDefinitions__Key_Vault__PublicNetworkAccess_Audit.json",
-    "built-in-policies__policyDefinitions__Key_Vault__Recoverable_Audit.json",
-    "built-in-policies__policyDefinitions__Key_Vault__Should_Use_RBAC.json",
-    "built-in-policies__policyDefinitions__Key_Vault__SoftDeleteMustBeEnabled_Audit.json",
-    "built-in-policies__policyDefinitions__Machine_Learning__Workspace_CMKEnabled_Audit.json",
-    "built-in-policies__policyDefinitions__Machine_Learning__Workspace_CMKEnabled_Audit_V2.json",
-    "built-in-policies__policyDefinitions__Machine_Learning__Workspace_UAIEnabled_Audit.json",
-    "built-in-policies__policyDefinitions__Search__CMK_Audit.json",
-    "built-in-policies__policyDefinitions__Search__CMK_Deny.json",
-    "built-in-policies__policyDefinitions__Storage__StorageAccountCustomerManagedKeyEnabled_Audit.json",
-    "built-in-policies__policySetDefinitions__Sovereignty__EnforceCMK.json",
-];
-
 /// The MIT built-ins as `(file name, text)` pairs, compiled in from `policies/builtin/`.
 pub const BUILTIN_FILES: &[(&str, &str)] = pack_files!("builtin";
     "built-in-policies__policyDefinitions__Azure_Ai_Services__DisableLocalAuth_Audit.json",
@@ -360,14 +334,5 @@ mod tests {
             default_effect("[parameters('effect')]", Some(&no_default)),
             None
         );
-    }
-
-    #[test]
-    fn builtin_slot_matches_names() {
-        // Empty until the coordinator enables the slot; then it must hold exactly the names.
-        if !BUILTIN_FILES.is_empty() {
-            let names: Vec<&str> = BUILTIN_FILES.iter().map(|(n, _)| *n).collect();
-            assert_eq!(names, BUILTIN_FILE_NAMES);
-        }
     }
 }
