@@ -370,8 +370,10 @@ struct Related<'r> {
     resources: &'r [Resource],
     /// (type, full name) → indexes, lower case.
     by_name: HashMap<(String, String), Vec<usize>>,
-    /// (type, parent full name) → indexes, lower case.
-    by_parent: HashMap<(String, String), Vec<usize>>,
+    /// (type, parent full name, scope) → indexes, lower case; the scope is the resource
+    /// group (`false`) or the subscription (`true`), so a lookup reads only the candidates in
+    /// the evaluated resource's scope (no scan of every resource of the type).
+    by_parent: HashMap<(String, String, bool, String), Vec<usize>>,
 }
 
 fn full_name_of(r: &Resource) -> String {
@@ -410,7 +412,7 @@ fn scope_of(id: &str, subscription_only: bool) -> Option<String> {
 impl<'r> Related<'r> {
     fn build(resources: &'r [Resource], types: &[String]) -> Related<'r> {
         let mut by_name: HashMap<(String, String), Vec<usize>> = HashMap::new();
-        let mut by_parent: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut by_parent: HashMap<(String, String, bool, String), Vec<usize>> = HashMap::new();
         if types.is_empty() {
             return Related {
                 resources,
@@ -429,7 +431,13 @@ impl<'r> Related<'r> {
                 .map(|(p, _)| p.to_string())
                 .unwrap_or_default();
             by_name.entry((t.clone(), full)).or_default().push(i);
-            by_parent.entry((t, parent)).or_default().push(i);
+            for sub in [false, true] {
+                let scope = scope_of(r.id(), sub).unwrap_or_default();
+                by_parent
+                    .entry((t.clone(), parent.clone(), sub, scope))
+                    .or_default()
+                    .push(i);
+            }
         }
         Related {
             resources,
@@ -452,6 +460,7 @@ impl<'r> Related<'r> {
         } else {
             String::new()
         };
+        let scope = scope_of(res.id(), d.subscription_scope);
         let hits = match name {
             Some(n) => {
                 let n = n.to_ascii_lowercase();
@@ -462,9 +471,27 @@ impl<'r> Related<'r> {
                 };
                 self.by_name.get(&(d.type_lower.clone(), key))
             }
-            None => self.by_parent.get(&(d.type_lower.clone(), parent)),
+            None => match &scope {
+                Some(sc) => self.by_parent.get(&(
+                    d.type_lower.clone(),
+                    parent,
+                    d.subscription_scope,
+                    sc.clone(),
+                )),
+                // No scope in the id (a template placeholder): every candidate of the type
+                // and parent, as before.
+                None => {
+                    return self
+                        .by_parent
+                        .iter()
+                        .filter(|(k, _)| {
+                            k.0 == d.type_lower && k.1 == parent && k.2 == d.subscription_scope
+                        })
+                        .flat_map(|(_, v)| v.iter().map(|&i| &self.resources[i]))
+                        .collect()
+                }
+            },
         };
-        let scope = scope_of(res.id(), d.subscription_scope);
         hits.map(|v| {
             v.iter()
                 .map(|&i| &self.resources[i])
