@@ -123,6 +123,10 @@ pub(crate) struct BenchArgs {
     /// envelope: fsync every output file before it counts (default: through the page cache).
     #[arg(long)]
     pub fsync: bool,
+    /// envelope: rounds of copy, encrypt and decrypt (each round in a rotated order) or of
+    /// rewrap; each line reports the median and the range (default 3).
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 /// The operation under test.

@@ -373,9 +373,22 @@ fn temp_for(output: &Path) -> Result<tempfile::NamedTempFile> {
 
 /// Moves a finished temporary file to `output` (refusing to replace one unless `force`).
 fn commit(tmp: tempfile::NamedTempFile, output: &Path, force: bool) -> Result<()> {
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("{}: cannot sync", output.display()))?;
+    commit_with(tmp, output, force, true)
+}
+
+/// [`commit`], syncing the data first only if `durable` (the commands always are; `bench
+/// envelope` is only with `--fsync`).
+fn commit_with(
+    tmp: tempfile::NamedTempFile,
+    output: &Path,
+    force: bool,
+    durable: bool,
+) -> Result<()> {
+    if durable {
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("{}: cannot sync", output.display()))?;
+    }
     let res = if force {
         tmp.persist(output).map(|_| ())
     } else {
@@ -416,6 +429,85 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| anyhow!("worker failed: {e}"))?
 }
 
+/// Encrypts one file into `output`: a temporary file beside it, synced if `durable`, then
+/// renamed into place, so `output` never holds a partial file. `cmkvault encrypt` (always
+/// durable) and `bench envelope` both run this.
+pub(crate) fn encrypt_file(
+    sealing: SealingKey,
+    input: &Path,
+    output: &Path,
+    force: bool,
+    durable: bool,
+    bar: ProgressBar,
+) -> Result<()> {
+    let file = File::open(input).with_context(|| format!("{}: cannot open", input.display()))?;
+    let tmp = temp_for(output)?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp);
+    // 1 MiB reads: io::copy would otherwise read 8 KiB at a time.
+    let file = BufReader::with_capacity(1 << 20, Counting { inner: file, bar });
+    seal_container_with(sealing, file, &mut w).with_context(|| format!("{}", input.display()))?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| anyhow!("{}: cannot write: {}", output.display(), e.error()))?;
+    commit_with(tmp, output, force, durable)
+}
+
+/// A `.cmk` file whose header has been read: its envelope and a reader at its body.
+pub(crate) struct OpenedCmk {
+    /// The parsed, validated envelope.
+    pub(crate) envelope: Envelope,
+    shown: String,
+    reader: BufReader<File>,
+}
+
+/// Opens a `.cmk` file and reads its header (no key access).
+pub(crate) fn open_cmk(path: &Path, opts: &OpenOptions) -> Result<OpenedCmk> {
+    let shown = path.display().to_string();
+    let input = File::open(path).with_context(|| format!("{shown}: cannot open"))?;
+    let mut reader = BufReader::with_capacity(1 << 20, input);
+    let meta = read_container(&mut reader).with_context(|| shown.clone())?;
+    let envelope = Envelope::parse(&meta, opts).with_context(|| shown.clone())?;
+    Ok(OpenedCmk {
+        envelope,
+        shown,
+        reader,
+    })
+}
+
+/// Decrypts an opened `.cmk` file with its unwrapped data key into `output` (a temporary file
+/// beside it, synced if `durable`, renamed into place; nothing appears under `output` on any
+/// error); returns the plaintext length. `cmkvault decrypt` and `bench envelope` run this.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decrypt_file(
+    cmk: OpenedCmk,
+    dek: &DataKey,
+    name: &str,
+    opts: &OpenOptions,
+    output: &Path,
+    force: bool,
+    durable: bool,
+    bar: ProgressBar,
+) -> Result<u64> {
+    let OpenedCmk {
+        envelope,
+        shown,
+        reader,
+    } = cmk;
+    let mut plain = DecryptReader::new(Counting { inner: reader, bar }, &envelope, dek, name, opts)
+        .with_context(|| format!("{shown} (object name {name:?})"))?;
+    let tmp = temp_for(output)?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp);
+    let n = std::io::copy(&mut plain, &mut w).map_err(|e| {
+        let inner = e.get_ref().map(|i| i.to_string());
+        anyhow!("{shown}: {}", inner.unwrap_or_else(|| e.to_string()))
+    })?;
+    let tmp = w
+        .into_inner()
+        .map_err(|e| anyhow!("{}: cannot write: {}", output.display(), e.error()))?;
+    commit_with(tmp, output, force, durable)?;
+    Ok(n)
+}
+
 /// `cmkvault encrypt`.
 pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
     if args.common.output.starts_with(blob::SCHEME) {
@@ -431,21 +523,8 @@ pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
                 .await
                 .with_context(|| format!("{}", job.input.display()))?;
             let bar = bar.clone();
-            blocking(move || {
-                let input = File::open(&job.input)
-                    .with_context(|| format!("{}: cannot open", job.input.display()))?;
-                let tmp = temp_for(&job.output)?;
-                let mut w = BufWriter::with_capacity(1 << 20, tmp);
-                // 1 MiB reads: io::copy would otherwise read 8 KiB at a time.
-                let input = BufReader::with_capacity(1 << 20, Counting { inner: input, bar });
-                seal_container_with(sealing, input, &mut w)
-                    .with_context(|| format!("{}", job.input.display()))?;
-                let tmp = w.into_inner().map_err(|e| {
-                    anyhow!("{}: cannot write: {}", job.output.display(), e.error())
-                })?;
-                commit(tmp, &job.output, force)
-            })
-            .await?;
+            blocking(move || encrypt_file(sealing, &job.input, &job.output, force, true, bar))
+                .await?;
         }
         Ok(())
     }
@@ -584,39 +663,14 @@ pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
     let force = args.common.force;
     let result = async {
         for job in jobs {
-            let shown = job.input.display().to_string();
-            let (envelope, reader) = {
-                let input =
-                    File::open(&job.input).with_context(|| format!("{shown}: cannot open"))?;
-                let mut reader = BufReader::with_capacity(1 << 20, input);
-                let meta = read_container(&mut reader).with_context(|| shown.clone())?;
-                let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
-                (envelope, reader)
-            };
+            let cmk = open_cmk(&job.input, &opts)?;
             let dek = keys
-                .unwrap_dek(&envelope)
+                .unwrap_dek(&cmk.envelope)
                 .await
-                .with_context(|| shown.clone())?;
+                .with_context(|| job.input.display().to_string())?;
             let bar = bar.clone();
             blocking(move || {
-                let mut plain = DecryptReader::new(
-                    Counting { inner: reader, bar },
-                    &envelope,
-                    &dek,
-                    &job.name,
-                    &opts,
-                )
-                .with_context(|| format!("{shown} (object name {:?})", job.name))?;
-                let tmp = temp_for(&job.output)?;
-                let mut w = BufWriter::with_capacity(1 << 20, tmp);
-                std::io::copy(&mut plain, &mut w).map_err(|e| {
-                    let inner = e.get_ref().map(|i| i.to_string());
-                    anyhow!("{shown}: {}", inner.unwrap_or_else(|| e.to_string()))
-                })?;
-                let tmp = w.into_inner().map_err(|e| {
-                    anyhow!("{}: cannot write: {}", job.output.display(), e.error())
-                })?;
-                commit(tmp, &job.output, force)
+                decrypt_file(cmk, &dek, &job.name, &opts, &job.output, force, true, bar).map(|_| ())
             })
             .await?;
         }
