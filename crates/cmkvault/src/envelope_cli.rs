@@ -441,14 +441,11 @@ pub(crate) fn encrypt_file(
     bar: ProgressBar,
 ) -> Result<()> {
     let file = File::open(input).with_context(|| format!("{}: cannot open", input.display()))?;
-    let tmp = temp_for(output)?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp);
-    // 1 MiB reads: io::copy would otherwise read 8 KiB at a time.
-    let file = BufReader::with_capacity(1 << 20, Counting { inner: file, bar });
-    seal_container_with(sealing, file, &mut w).with_context(|| format!("{}", input.display()))?;
-    let tmp = w
-        .into_inner()
-        .map_err(|e| anyhow!("{}: cannot write: {}", output.display(), e.error()))?;
+    let mut tmp = temp_for(output)?;
+    // Unbuffered both ways: the encryptor reads a whole region per call straight into its
+    // buffers and writes whole batches (a small object: header and body in one write).
+    seal_container_with(sealing, Counting { inner: file, bar }, tmp.as_file_mut())
+        .with_context(|| format!("{}", input.display()))?;
     commit_with(tmp, output, force, durable)
 }
 
@@ -495,15 +492,11 @@ pub(crate) fn decrypt_file(
     } = cmk;
     let mut plain = DecryptReader::new(Counting { inner: reader, bar }, &envelope, dek, name, opts)
         .with_context(|| format!("{shown} (object name {name:?})"))?;
-    let tmp = temp_for(output)?;
-    let mut w = BufWriter::with_capacity(1 << 20, tmp);
-    let n = std::io::copy(&mut plain, &mut w).map_err(|e| {
-        let inner = e.get_ref().map(|i| i.to_string());
-        anyhow!("{shown}: {}", inner.unwrap_or_else(|| e.to_string()))
-    })?;
-    let tmp = w
-        .into_inner()
-        .map_err(|e| anyhow!("{}: cannot write: {}", output.display(), e.error()))?;
+    let mut tmp = temp_for(output)?;
+    // Each verified region is written straight from the decryptor's buffer.
+    let n = plain
+        .copy_to(tmp.as_file_mut())
+        .map_err(|e| anyhow!("{shown}: {e}"))?;
     commit_with(tmp, output, force, durable)?;
     Ok(n)
 }

@@ -12,10 +12,13 @@
 //! seals its regions on all cores).
 //!
 //! Fairness: every phase starts after a `sync()` (untimed), so it never pays for the write-back
-//! of the input or of an earlier phase's output, and writes into fresh files. `--rounds N`
-//! (default 3) repeats copy, encrypt and decrypt N times, rotating their order every round
-//! (C E D, E D C, D C E, …), so a phase is not always the one after the same other phase and a
-//! drift in the machine's speed hits all three. Each line reports the median over the rounds,
+//! of the input or of an earlier phase's output, and writes into fresh files. An untimed
+//! warm-up round (copy, encrypt, decrypt) runs first: on the 2-core VM this was measured on,
+//! the first ~1 GB of page cache a process writes can be several times slower than the rest
+//! (memory the host has to fault in), which would otherwise land on whichever phase runs
+//! first. `--rounds N` (default 3) then repeats copy, encrypt and decrypt N times, rotating
+//! their order every round (C E D, E D C, D C E, …), so a phase is not always the one after
+//! the same other phase and a drift in the machine's speed hits all three. Each line reports the median over the rounds,
 //! the CPU time the process used during the phase (user + system, all threads: far below the
 //! elapsed time means waiting) and the range; ratios are computed within each round, then the
 //! median and range are reported. stdout is one metric per line:
@@ -25,7 +28,7 @@
 //! copy: 1234.5 MB/s, 1.1 files/s (0.870 s, cpu 0.86 s; 3 rounds 1100.2–1300.9 MB/s)
 //! encrypt: 1000.1 MB/s, 0.9 files/s (1.074 s, cpu 1.40 s; 3 rounds 950.0–1010.3 MB/s)
 //! decrypt: 1100.2 MB/s, 1.0 files/s (0.976 s, cpu 1.30 s; 3 rounds 1050.7–1200.1 MB/s)
-//! raw aes-256-gcm: 3000.0 MB/s on 2 threads (256 regions of up to 4 MiB per pass, no I/O)
+//! raw aes-256-gcm: 3000.0 MB/s on 2 threads (256 regions of up to 4 MiB in the layout, no I/O)
 //! check: the first decrypted file matches its input (sha-256)
 //! ratio encrypt/copy: 81.0% (3 rounds 75.1–85.2%)
 //! ratio decrypt/copy: 89.1% (3 rounds 80.3–92.0%)
@@ -547,7 +550,8 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
     // The encrypted files of the latest encrypt phase (round 0 encrypts before it decrypts).
     let mut enc: Option<PathBuf> = None;
     let mut checked = false;
-    for round in 0..opts.rounds {
+    // Round 0 is an untimed warm-up (see the module comment).
+    for round in 0..=opts.rounds {
         for k in 0..ORDER.len() {
             let kind = ORDER[(k + round) % ORDER.len()];
             let s = match kind {
@@ -592,16 +596,22 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
                     s
                 }
             };
+            let which = if round == 0 {
+                "warm-up".to_string()
+            } else {
+                format!("round {round}")
+            };
             eprintln!(
-                "bench: round {} {kind:?}: {:.1} MB/s ({:.3} s{})",
-                round + 1,
+                "bench: {which} {kind:?}: {:.1} MB/s ({:.3} s{})",
                 s.mbps(),
                 s.elapsed.as_secs_f64(),
                 s.cpu
                     .map(|c| format!(", cpu {:.2} s", c.as_secs_f64()))
                     .unwrap_or_default()
             );
-            samples[kind as usize].push(s);
+            if round > 0 {
+                samples[kind as usize].push(s);
+            }
         }
     }
     let [copy, encrypt, decrypt] = &samples;
@@ -611,7 +621,7 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
 
     let (raw_rate, raw_threads, regions) = raw_gcm(opts.size, opts.files)?;
     println!(
-        "raw aes-256-gcm: {raw_rate:.1} MB/s on {raw_threads} threads ({regions} regions of up to 4 MiB per pass, no I/O)"
+        "raw aes-256-gcm: {raw_rate:.1} MB/s on {raw_threads} threads ({regions} regions of up to 4 MiB in the layout, no I/O)"
     );
     println!("check: the first decrypted file matches its input (sha-256)");
     print_ratio("encrypt/copy", encrypt, copy);
@@ -715,8 +725,9 @@ impl Write for DigestWriter<'_> {
 }
 
 /// AES-256-GCM sealing in place over the files' region layout (each file cut into 4 MiB
-/// regions, the last one shorter), on every core, repeated until [`RAW_MIN`]. Returns (MB/s,
-/// threads, regions per pass).
+/// regions, the last one shorter), on every core, for at least [`RAW_MIN`]: each thread seals
+/// its own random buffer (filled before the clock starts) region after region, the region
+/// sizes cycling through the layout. Returns (MB/s, threads, regions per pass).
 fn raw_gcm(size: u64, files: usize) -> Result<(f64, usize, usize)> {
     let per_file = size.div_ceil(REGION as u64) as usize;
     let last = (size - (per_file as u64 - 1) * REGION as u64) as usize;
@@ -735,57 +746,55 @@ fn raw_gcm(size: u64, files: usize) -> Result<(f64, usize, usize)> {
             REGION
         }
     };
-    let region_bytes = |r: usize| region_len(r) as u64;
-    let pass_bytes: u64 = (0..regions).map(region_bytes).sum();
-    let start = Instant::now();
-    let mut done = 0u64;
-    let mut pass = 0u64;
-    while pass == 0 || start.elapsed() < RAW_MIN {
-        let next = AtomicUsize::new(0);
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    let (key, next) = (&key, &next);
-                    s.spawn(move || {
-                        let mut buf = vec![0u8; REGION];
-                        aws_lc_rs::rand::fill(&mut buf)
-                            .map_err(|_| anyhow!("random fill failed"))?;
-                        loop {
-                            let r = next.fetch_add(1, Ordering::Relaxed);
-                            if r >= regions {
-                                return Ok(());
-                            }
-                            // A unique nonce per seal: pass, thread-independent region index.
-                            let mut n = [0u8; 12];
-                            n[..8].copy_from_slice(&pass.to_be_bytes());
-                            n[8..].copy_from_slice(&(r as u32).to_be_bytes());
-                            let tag = key
-                                .seal_in_place_separate_tag(
-                                    Nonce::assume_unique_for_key(n),
-                                    Aad::empty(),
-                                    &mut buf[..region_len(r)],
-                                )
-                                .map_err(|_| anyhow!("AES-256-GCM seal failed"))?;
-                            let _ = std::hint::black_box(tag);
-                        }
-                    })
+    let buffers = (0..threads)
+        .map(|_| {
+            let mut buf = vec![0u8; REGION.min(size as usize)];
+            aws_lc_rs::rand::fill(&mut buf).map_err(|_| anyhow!("random fill failed"))?;
+            Ok(buf)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // One counter over all seals: region r % regions of the layout, nonce r (unique).
+    let next = AtomicUsize::new(0);
+    let barrier = std::sync::Barrier::new(threads + 1);
+    let (key, next, barrier) = (&key, &next, &barrier);
+    let (elapsed, done) = std::thread::scope(|s| -> Result<(Duration, u64)> {
+        let handles: Vec<_> = buffers
+            .into_iter()
+            .map(|mut buf| {
+                s.spawn(move || -> Result<u64> {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut done = 0u64;
+                    while start.elapsed() < RAW_MIN {
+                        let r = next.fetch_add(1, Ordering::Relaxed);
+                        let len = region_len(r % regions);
+                        let mut n = [0u8; 12];
+                        n[4..].copy_from_slice(&(r as u64).to_be_bytes());
+                        let tag = key
+                            .seal_in_place_separate_tag(
+                                Nonce::assume_unique_for_key(n),
+                                Aad::empty(),
+                                &mut buf[..len],
+                            )
+                            .map_err(|_| anyhow!("AES-256-GCM seal failed"))?;
+                        let _ = std::hint::black_box(tag);
+                        done += len as u64;
+                    }
+                    Ok(done)
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a raw-limit thread failed")))
-                })
-                .collect()
-        });
-        for r in results {
-            r?;
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut done = 0u64;
+        for h in handles {
+            done += h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("a raw-limit thread failed")))?;
         }
-        done += pass_bytes;
-        pass += 1;
-    }
-    Ok((mbps(done, start.elapsed()), threads, regions))
+        Ok((start.elapsed(), done))
+    })?;
+    Ok((mbps(done, elapsed), threads, regions))
 }
 
 #[cfg(test)]
