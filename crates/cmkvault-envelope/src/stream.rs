@@ -16,8 +16,11 @@ use crate::envelope::{DataKey, Envelope, EnvelopeMetadata, OpenOptions, SealingK
 use crate::format::{python_nonce, NonceValidator, NONCE_LEN, REGION_OVERHEAD, TAG_LEN};
 use crate::EnvelopeError;
 
+/// The cores this process may use, asked once: `available_parallelism` reads the cgroup
+/// files on every call (about 20 system calls), which was a tenth of a small file's cost.
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Regions per batch: one per core, at most 8.

@@ -362,13 +362,22 @@ fn temp_for(output: &Path) -> Result<tempfile::NamedTempFile> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
-    tempfile::Builder::new()
-        .prefix(".cmkvault-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))
+    let make = || {
+        tempfile::Builder::new()
+            .prefix(".cmkvault-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+    };
+    // The directory usually exists: create it only when the first try says it does not.
+    let tmp = match make() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+            make()
+        }
+        other => other,
+    };
+    tmp.with_context(|| format!("{}: cannot create a temporary file", dir.display()))
 }
 
 /// Moves a finished temporary file to `output` (refusing to replace one unless `force`).

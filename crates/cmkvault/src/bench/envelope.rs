@@ -18,7 +18,10 @@
 //! (memory the host has to fault in), which would otherwise land on whichever phase runs
 //! first. `--rounds N` (default 3) then repeats copy, encrypt and decrypt N times, rotating
 //! their order every round (C E D, E D C, D C E, …), so a phase is not always the one after
-//! the same other phase and a drift in the machine's speed hits all three. Each line reports the median over the rounds,
+//! the same other phase and a drift in the machine's speed hits all three. With several files
+//! the outputs of every phase are kept until the end (when they need at most 8 GiB): ext4
+//! creates files slowly right after thousands were deleted (its allocator skips recently
+//! deleted inodes one by one), which measured the file system's bookkeeping, not the phases. Each line reports the median over the rounds,
 //! the CPU time the process used during the phase (user + system, all threads: far below the
 //! elapsed time means waiting) and the range; ratios are computed within each round, then the
 //! median and range are reported. stdout is one metric per line:
@@ -75,6 +78,8 @@ const MAX_BYTES: u64 = 1 << 40;
 const MAX_FILES: usize = 1_000_000;
 /// Most rounds.
 const MAX_ROUNDS: usize = 100;
+/// Most bytes of outputs kept until the end of a many-file run.
+const KEEP_MAX: u64 = 8 << 30;
 /// Shortest raw-limit measurement (whole passes over the bytes are repeated until then).
 const RAW_MIN: Duration = Duration::from_secs(1);
 /// Objects whose body is compared before and after the rewrap.
@@ -345,14 +350,14 @@ fn encrypt_file(
     rt: &Handle,
     kek: &LocalKey,
     object: &str,
-    src: &Path,
+    (src, size): (&Path, u64),
     dst: &Path,
     fsync: bool,
 ) -> Result<u64> {
     let key = rt.block_on(SealingKey::new(kek, object))?;
     envelope_cli::encrypt_file(key, src, dst, false, fsync, ProgressBar::hidden())?;
     // Throughput counts plaintext bytes, like the other phases.
-    Ok(fs::metadata(src)?.len())
+    Ok(size)
 }
 
 /// `cmkvault decrypt`'s per-file path: header, one KEK call (unwrap), then the body.
@@ -540,7 +545,14 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
         let enc = subdir(dir, "enc")?;
         let cmk = |i: usize| enc.join(format!("{}.cmk", name(i)));
         let s = phase("encrypt", opts.files, threads, |i| {
-            encrypt_file(rt, &kek, &name(i), &src(i), &cmk(i), opts.fsync)
+            encrypt_file(
+                rt,
+                &kek,
+                &name(i),
+                (&src(i), opts.size),
+                &cmk(i),
+                opts.fsync,
+            )
         })?;
         print_phase("encrypt", &[s], opts.files);
         return bench_rewrap(opts, rt, kek, threads, &src, &cmk);
@@ -550,6 +562,8 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
     // The encrypted files of the latest encrypt phase (round 0 encrypts before it decrypts).
     let mut enc: Option<PathBuf> = None;
     let mut checked = false;
+    // Outputs are kept to the end unless that needs more than KEEP_MAX (see the module comment).
+    let keep = opts.files > 1 && total.saturating_mul(3 * (opts.rounds as u64 + 1)) <= KEEP_MAX;
     // Round 0 is an untimed warm-up (see the module comment).
     for round in 0..=opts.rounds {
         for k in 0..ORDER.len() {
@@ -560,17 +574,22 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
                     let s = phase("copy", opts.files, threads, |i| {
                         copy_file(&src(i), &out.join(name(i)), opts.fsync)
                     })?;
-                    fs::remove_dir_all(&out).context("cannot remove the copies")?;
+                    if !keep {
+                        fs::remove_dir_all(&out).context("cannot remove the copies")?;
+                    }
                     s
                 }
                 Kind::Encrypt => {
                     let out = subdir(dir, &format!("enc{round}"))?;
                     let s = phase("encrypt", opts.files, threads, |i| {
                         let cmk = out.join(format!("{}.cmk", name(i)));
-                        encrypt_file(rt, &kek, &name(i), &src(i), &cmk, opts.fsync)
+                        encrypt_file(rt, &kek, &name(i), (&src(i), opts.size), &cmk, opts.fsync)
                     })?;
                     if let Some(old) = enc.replace(out) {
-                        fs::remove_dir_all(&old).context("cannot remove the encrypted files")?;
+                        if !keep {
+                            fs::remove_dir_all(&old)
+                                .context("cannot remove the encrypted files")?;
+                        }
                     }
                     s
                 }
@@ -592,7 +611,9 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
                         }
                         checked = true;
                     }
-                    fs::remove_dir_all(&out).context("cannot remove the decrypted files")?;
+                    if !keep {
+                        fs::remove_dir_all(&out).context("cannot remove the decrypted files")?;
+                    }
                     s
                 }
             };
