@@ -18,6 +18,7 @@ use cmkvault_envelope::{
     read_container, seal_container_with, write_container, DataKey, DecryptReader, Envelope,
     KeyEncryptionKey, KeySource, LocalKey, OpenOptions, RemoteKey, RemoteKeyConfig, SealingKey,
 };
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 mod blob;
@@ -439,8 +440,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Encrypts one file into `output`: a temporary file beside it, synced if `durable`, then
-/// renamed into place, so `output` never holds a partial file. `cmkvault encrypt` (always
-/// durable) and `bench envelope` both run this.
+/// renamed into place, so `output` never holds a partial file. `bench envelope` runs this
+/// (`cmkvault encrypt` runs [`encrypt_to_temp`] and commits the outputs in groups).
 pub(crate) fn encrypt_file(
     sealing: SealingKey,
     input: &Path,
@@ -449,13 +450,24 @@ pub(crate) fn encrypt_file(
     durable: bool,
     bar: ProgressBar,
 ) -> Result<()> {
+    let tmp = encrypt_to_temp(sealing, input, output, bar)?;
+    commit_with(tmp, output, force, durable)
+}
+
+/// Encrypts one file into a temporary file beside `output` (not synced, not renamed).
+pub(crate) fn encrypt_to_temp(
+    sealing: SealingKey,
+    input: &Path,
+    output: &Path,
+    bar: ProgressBar,
+) -> Result<tempfile::NamedTempFile> {
     let file = File::open(input).with_context(|| format!("{}: cannot open", input.display()))?;
     let mut tmp = temp_for(output)?;
     // Unbuffered both ways: the encryptor reads a whole region per call straight into its
     // buffers and writes whole batches (a small object: header and body in one write).
     seal_container_with(sealing, Counting { inner: file, bar }, tmp.as_file_mut())
         .with_context(|| format!("{}", input.display()))?;
-    commit_with(tmp, output, force, durable)
+    Ok(tmp)
 }
 
 /// A `.cmk` file whose header has been read: its envelope and a reader at its body.
@@ -482,7 +494,8 @@ pub(crate) fn open_cmk(path: &Path, opts: &OpenOptions) -> Result<OpenedCmk> {
 
 /// Decrypts an opened `.cmk` file with its unwrapped data key into `output` (a temporary file
 /// beside it, synced if `durable`, renamed into place; nothing appears under `output` on any
-/// error); returns the plaintext length. `cmkvault decrypt` and `bench envelope` run this.
+/// error); returns the plaintext length. `bench envelope` runs this (`cmkvault decrypt` runs
+/// [`decrypt_to_temp`] and commits the outputs in groups).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn decrypt_file(
     cmk: OpenedCmk,
@@ -494,6 +507,21 @@ pub(crate) fn decrypt_file(
     durable: bool,
     bar: ProgressBar,
 ) -> Result<u64> {
+    let (tmp, n) = decrypt_to_temp(cmk, dek, name, opts, output, bar)?;
+    commit_with(tmp, output, force, durable)?;
+    Ok(n)
+}
+
+/// Decrypts an opened `.cmk` file into a temporary file beside `output` (not synced, not
+/// renamed; deleted when dropped); returns it and the plaintext length.
+pub(crate) fn decrypt_to_temp(
+    cmk: OpenedCmk,
+    dek: &DataKey,
+    name: &str,
+    opts: &OpenOptions,
+    output: &Path,
+    bar: ProgressBar,
+) -> Result<(tempfile::NamedTempFile, u64)> {
     let OpenedCmk {
         envelope,
         shown,
@@ -506,8 +534,149 @@ pub(crate) fn decrypt_file(
     let n = plain
         .copy_to(tmp.as_file_mut())
         .map_err(|e| anyhow!("{shown}: {e}"))?;
-    commit_with(tmp, output, force, durable)?;
-    Ok(n)
+    Ok((tmp, n))
+}
+
+/// Files processed at once by `encrypt` and `decrypt` (one per core, 2 to 8): the key call of
+/// one overlaps the I/O of another. Memory: this many streams (see `cmkvault_envelope`'s
+/// stream module: two batches of regions each).
+fn file_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(2, 8)
+}
+
+/// Outputs are made durable and renamed into place in groups of at most this many files…
+const GROUP_FILES: usize = 1000;
+/// …or this many bytes.
+const GROUP_BYTES: u64 = 1 << 30;
+
+/// Finished temporary files waiting to be made durable and renamed to their outputs, a group
+/// at a time: one `syncfs` per file system (Linux; elsewhere each file is synced) instead of an
+/// `fsync` per file, then the renames, then one `fsync` per output directory. An output name
+/// appears only once its data is on disk; on an error the group's temporary files are deleted
+/// and the earlier groups stay.
+struct Committer {
+    force: bool,
+    files: Vec<(tempfile::TempPath, PathBuf)>,
+    bytes: u64,
+}
+
+impl Committer {
+    fn new(force: bool) -> Committer {
+        Committer {
+            force,
+            files: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a finished output; returns a full group to commit.
+    fn add(
+        &mut self,
+        tmp: tempfile::NamedTempFile,
+        output: PathBuf,
+        bytes: u64,
+    ) -> Result<Option<Group>> {
+        if !cfg!(target_os = "linux") {
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("{}: cannot sync", output.display()))?;
+        }
+        // Closes the file (bounded open files); the path is still deleted if dropped.
+        self.files.push((tmp.into_temp_path(), output));
+        self.bytes += bytes;
+        if self.files.len() >= GROUP_FILES || self.bytes >= GROUP_BYTES {
+            return Ok(Some(self.take()));
+        }
+        Ok(None)
+    }
+
+    /// The files added so far, as a group to commit.
+    fn take(&mut self) -> Group {
+        self.bytes = 0;
+        Group {
+            force: self.force,
+            files: std::mem::take(&mut self.files),
+        }
+    }
+}
+
+/// After file `error`: commits the files before it, then returns the error.
+async fn finish_after_error(mut committer: Committer, error: anyhow::Error) -> Result<()> {
+    let group = committer.take();
+    if let Err(e) = blocking(move || group.commit()).await {
+        return Err(error.context(format!("also, the files before it: {e}")));
+    }
+    Err(error)
+}
+
+/// A group of finished outputs (see [`Committer`]).
+struct Group {
+    force: bool,
+    files: Vec<(tempfile::TempPath, PathBuf)>,
+}
+
+impl Group {
+    /// Syncs, renames and syncs the directories (blocking).
+    fn commit(self) -> Result<()> {
+        let dirs: BTreeSet<PathBuf> = self
+            .files
+            .iter()
+            .map(|(_, out)| match out.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            })
+            .collect();
+        sync_file_systems(&dirs)?;
+        for (tmp, output) in self.files {
+            let res = if self.force {
+                tmp.persist(&output)
+            } else {
+                tmp.persist_noclobber(&output)
+            };
+            res.map_err(|e| {
+                if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow!(
+                        "{}: output exists (use --force to overwrite)",
+                        output.display()
+                    )
+                } else {
+                    anyhow!("{}: cannot write: {}", output.display(), e.error)
+                }
+            })?;
+        }
+        // Make the renames durable.
+        for d in &dirs {
+            File::open(d)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("{}: cannot sync the directory", d.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes back every file system holding one of `dirs` (Linux: `syncfs`, once per file system;
+/// elsewhere the files were synced one by one).
+fn sync_file_systems(dirs: &BTreeSet<PathBuf>) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut seen = BTreeSet::new();
+        for d in dirs {
+            let f = File::open(d).with_context(|| format!("{}: cannot open", d.display()))?;
+            let dev = f
+                .metadata()
+                .with_context(|| format!("{}: cannot stat", d.display()))?
+                .dev();
+            if seen.insert(dev) {
+                rustix::fs::syncfs(&f).with_context(|| format!("{}: cannot sync", d.display()))?;
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dirs;
+    Ok(())
 }
 
 /// `cmkvault encrypt`.
@@ -519,16 +688,38 @@ pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
     let key = load_key("--key", &args.key).await?;
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
     let force = args.common.force;
+    // Several files at once (results in order), outputs committed in durable groups.
     let result = async {
-        for job in jobs {
-            let sealing = SealingKey::new(key.as_ref(), &job.name)
-                .await
-                .with_context(|| format!("{}", job.input.display()))?;
-            let bar = bar.clone();
-            blocking(move || encrypt_file(sealing, &job.input, &job.output, force, true, bar))
-                .await?;
+        let mut done = futures::stream::iter(jobs.into_iter().map(|job| {
+            let (key, bar) = (key.clone(), bar.clone());
+            async move {
+                let sealing = SealingKey::new(key.as_ref(), &job.name)
+                    .await
+                    .with_context(|| format!("{}", job.input.display()))?;
+                let (output, size) = (job.output.clone(), job.size);
+                let tmp = blocking(move || encrypt_to_temp(sealing, &job.input, &job.output, bar))
+                    .await?;
+                Ok::<_, anyhow::Error>((tmp, output, size))
+            }
+        }))
+        .buffered(file_workers());
+        let mut committer = Committer::new(force);
+        while let Some(r) = done.next().await {
+            let (tmp, output, size) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // As if one file at a time: the files before this one are kept; the ones
+                    // after it (perhaps finished) are not written.
+                    drop(done);
+                    return finish_after_error(committer, e).await;
+                }
+            };
+            if let Some(group) = committer.add(tmp, output, size)? {
+                blocking(move || group.commit()).await?;
+            }
         }
-        Ok(())
+        let group = committer.take();
+        blocking(move || group.commit()).await
     }
     .await;
     bar.finish_and_clear();
@@ -656,27 +847,60 @@ pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
         return blob::decrypt(args).await;
     }
     let jobs = plan(&args.common, true)?;
-    let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
+    let keys = tokio::sync::Mutex::new(Keys::new(args.key.as_deref(), &args.allow_key_host).await?);
     let opts = OpenOptions {
         allow_legacy: args.allow_legacy,
         require_integrity: !args.no_integrity,
     };
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
     let force = args.common.force;
+    // Several files at once (results in order), outputs committed in durable groups; one key
+    // call (unwrap) per file.
+    let keys = &keys;
     let result = async {
-        for job in jobs {
-            let cmk = open_cmk(&job.input, &opts)?;
-            let dek = keys
-                .unwrap_dek(&cmk.envelope)
-                .await
-                .with_context(|| job.input.display().to_string())?;
+        let mut done = futures::stream::iter(jobs.into_iter().map(|job| {
             let bar = bar.clone();
-            blocking(move || {
-                decrypt_file(cmk, &dek, &job.name, &opts, &job.output, force, true, bar).map(|_| ())
-            })
-            .await?;
+            async move {
+                let input = job.input.clone();
+                let cmk = blocking(move || open_cmk(&input, &opts)).await?;
+                let shown = job.input.display().to_string();
+                let key = keys
+                    .lock()
+                    .await
+                    .for_kid(cmk.envelope.kid())
+                    .await
+                    .with_context(|| shown.clone())?;
+                let dek = cmk
+                    .envelope
+                    .unwrap_dek(key.as_ref())
+                    .await
+                    .with_context(|| shown.clone())?;
+                let output = job.output.clone();
+                let (tmp, n) = blocking(move || {
+                    decrypt_to_temp(cmk, &dek, &job.name, &opts, &job.output, bar)
+                })
+                .await?;
+                Ok::<_, anyhow::Error>((tmp, output, n))
+            }
+        }))
+        .buffered(file_workers());
+        let mut committer = Committer::new(force);
+        while let Some(r) = done.next().await {
+            let (tmp, output, n) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // As if one file at a time: the files before this one are kept; the ones
+                    // after it (perhaps finished) are not written.
+                    drop(done);
+                    return finish_after_error(committer, e).await;
+                }
+            };
+            if let Some(group) = committer.add(tmp, output, n)? {
+                blocking(move || group.commit()).await?;
+            }
         }
-        Ok(())
+        let group = committer.take();
+        blocking(move || group.commit()).await
     }
     .await;
     bar.finish_and_clear();
