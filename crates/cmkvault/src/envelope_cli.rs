@@ -156,8 +156,9 @@ pub(crate) struct ShredReportArgs {
 Re-wraps each file's data key to another key without touching its encrypted regions: the \
 data key is unwrapped once with the file's current key, wrapped with the new one, and a new \
 file with the new header and the same body bytes is written next to the original, synced and \
-renamed over it (a failure leaves the original intact). Prints FILE: OLD-KID -> NEW-KID per \
-file (unless -q); a file already under the new key is left alone.
+renamed over it (a failure leaves the original intact; files are synced in groups of up to 1000, \
+one syncfs per group). Prints FILE: OLD-KID -> NEW-KID per file once it is done (unless -q); a \
+file already under the new key is left alone.
 
 --to KID: https://HOST[:PORT]/keys/NAME[/VERSION] (a versionless id means that key's current \
 version) or file:PATH (a local key). --to latest: the current version of each file's own vault \
@@ -1157,13 +1158,13 @@ fn versionless(kid: &str) -> Option<String> {
     }
 }
 
-/// Writes `header` then the rest of `body` to a temporary file beside `path`, syncs it and
-/// renames it over `path` (keeping `path`'s permissions); the original is untouched on error.
-fn replace_header(
+/// Writes `header` then the rest of `body` to a temporary file beside `path` with `path`'s
+/// permissions (not synced, not renamed; deleted when dropped).
+fn rewrapped_temp(
     path: &Path,
     mut body: File,
     header: &cmkvault_envelope::EnvelopeMetadata,
-) -> Result<()> {
+) -> Result<tempfile::NamedTempFile> {
     let shown = path.display().to_string();
     let perms = body
         .metadata()
@@ -1178,17 +1179,95 @@ fn replace_header(
         .map_err(|e| anyhow!("{shown}: cannot write: {}", e.error()))?;
     std::fs::set_permissions(tmp.path(), perms)
         .with_context(|| format!("{shown}: cannot set permissions"))?;
-    commit(tmp, path, true)?;
-    // Make the rename itself durable.
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    Ok(tmp)
 }
 
-/// `cmkvault rewrap`.
+/// What happened to one file in `rewrap`.
+enum Rewrapped {
+    /// Already under the new key: the line to print.
+    Skipped(String),
+    /// The new file (header and body) to rename over `path`, and the line to print.
+    Done {
+        tmp: tempfile::NamedTempFile,
+        path: PathBuf,
+        size: u64,
+        line: String,
+    },
+}
+
+/// Re-wraps one file's data key into a temporary file beside it.
+async fn rewrap_one(
+    path: PathBuf,
+    name: String,
+    fixed: Option<Arc<dyn KeyEncryptionKey>>,
+    keys: &tokio::sync::Mutex<Keys>,
+    opts: OpenOptions,
+) -> Result<Rewrapped> {
+    let shown = path.display().to_string();
+    let p = path.clone();
+    let (f, meta, size) = blocking(move || {
+        let shown = p.display().to_string();
+        let mut f = File::open(&p).with_context(|| format!("{shown}: cannot open"))?;
+        let size = f
+            .metadata()
+            .with_context(|| format!("{shown}: cannot stat"))?
+            .len();
+        // Unbuffered: read_container reads exactly the header, leaving `f` at the body.
+        let meta = read_container(&mut f).with_context(|| shown.clone())?;
+        Ok((f, meta, size))
+    })
+    .await?;
+    let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
+    let old_kid = envelope.kid().to_string();
+    let new_key = match fixed {
+        Some(k) => k,
+        None => {
+            let Some(latest) = versionless(&old_kid) else {
+                bail!(
+                    "{shown}: the data key is wrapped under {old_kid}, not a vault key id: \
+                     --to latest needs one (use --to KID)"
+                );
+            };
+            keys.lock()
+                .await
+                .for_kid(&latest)
+                .await
+                .with_context(|| shown.clone())?
+        }
+    };
+    if new_key.kid() == old_kid {
+        return Ok(Rewrapped::Skipped(format!(
+            "{shown}: {old_kid} (already under this key)"
+        )));
+    }
+    let old_key = keys
+        .lock()
+        .await
+        .for_kid(&old_kid)
+        .await
+        .with_context(|| shown.clone())?;
+    let new_meta = cmkvault_envelope::rewrap(
+        KeySource::Key(old_key.as_ref()),
+        new_key.as_ref(),
+        &meta,
+        &name,
+        &opts,
+    )
+    .await
+    .with_context(|| format!("{shown} (object name {name:?})"))?;
+    let p = path.clone();
+    let tmp = blocking(move || rewrapped_temp(&p, f, &new_meta)).await?;
+    Ok(Rewrapped::Done {
+        tmp,
+        path,
+        size,
+        line: format!("{shown}: {old_kid} -> {}", new_key.kid()),
+    })
+}
+
+/// `cmkvault rewrap`: several files at once; the new files are made durable and renamed over
+/// the originals in groups (see [`Committer`]), and each file's line is printed once its group
+/// is committed. An error keeps the files before it re-wrapped.
 pub(crate) async fn rewrap(args: RewrapArgs) -> Result<()> {
     let files = named_cmk_files(&args.targets, args.recursive)?;
     let to_latest = args.to == "latest";
@@ -1197,55 +1276,58 @@ pub(crate) async fn rewrap(args: RewrapArgs) -> Result<()> {
     } else {
         Some(load_key("--to", &args.to).await?)
     };
-    let mut keys = Keys::new(args.key.as_deref(), &args.allow_key_host).await?;
+    let keys = tokio::sync::Mutex::new(Keys::new(args.key.as_deref(), &args.allow_key_host).await?);
     let opts = OpenOptions {
         allow_legacy: args.allow_legacy,
         ..OpenOptions::default()
     };
-    let mut out = std::io::stdout().lock();
-    for (path, name) in files {
-        let shown = path.display().to_string();
-        let mut f = File::open(&path).with_context(|| format!("{shown}: cannot open"))?;
-        // Unbuffered: read_container reads exactly the header, leaving `f` at the body.
-        let meta = read_container(&mut f).with_context(|| shown.clone())?;
-        let envelope = Envelope::parse(&meta, &opts).with_context(|| shown.clone())?;
-        let old_kid = envelope.kid().to_string();
-        let new_key = match &fixed {
-            Some(k) => k.clone(),
-            None => {
-                let Some(latest) = versionless(&old_kid) else {
-                    bail!(
-                        "{shown}: the data key is wrapped under {old_kid}, not a vault key id: \
-                         --to latest needs one (use --to KID)"
-                    );
-                };
-                keys.for_kid(&latest).await.with_context(|| shown.clone())?
+    let keys = &keys;
+    let mut done = futures::stream::iter(
+        files
+            .into_iter()
+            .map(|(path, name)| rewrap_one(path, name, fixed.clone(), keys, opts)),
+    )
+    .buffered(file_workers());
+    let mut committer = Committer::new(true);
+    let mut lines: Vec<String> = Vec::new();
+    let quiet = args.quiet;
+    let print = |lines: &mut Vec<String>| -> Result<()> {
+        if !quiet {
+            let mut out = std::io::stdout().lock();
+            for l in lines.iter() {
+                writeln!(out, "{l}")?;
             }
-        };
-        if new_key.kid() == old_kid {
-            if !args.quiet {
-                writeln!(out, "{shown}: {old_kid} (already under this key)")?;
-            }
-            continue;
         }
-        let old_key = keys
-            .for_kid(&old_kid)
-            .await
-            .with_context(|| shown.clone())?;
-        let new_meta = cmkvault_envelope::rewrap(
-            KeySource::Key(old_key.as_ref()),
-            new_key.as_ref(),
-            &meta,
-            &name,
-            &opts,
-        )
-        .await
-        .with_context(|| format!("{shown} (object name {name:?})"))?;
-        let path2 = path.clone();
-        blocking(move || replace_header(&path2, f, &new_meta)).await?;
-        if !args.quiet {
-            writeln!(out, "{shown}: {old_kid} -> {}", new_key.kid())?;
+        lines.clear();
+        Ok(())
+    };
+    while let Some(r) = done.next().await {
+        match r {
+            Ok(Rewrapped::Skipped(line)) => lines.push(line),
+            Ok(Rewrapped::Done {
+                tmp,
+                path,
+                size,
+                line,
+            }) => {
+                lines.push(line);
+                if let Some(group) = committer.add(tmp, path, size)? {
+                    blocking(move || group.commit()).await?;
+                    print(&mut lines)?;
+                }
+            }
+            Err(e) => {
+                drop(done);
+                let group = committer.take();
+                if let Err(c) = blocking(move || group.commit()).await {
+                    return Err(e.context(format!("also, the files before it: {c}")));
+                }
+                print(&mut lines)?;
+                return Err(e);
+            }
         }
     }
-    Ok(())
+    let group = committer.take();
+    blocking(move || group.commit()).await?;
+    print(&mut lines)
 }
