@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
+use cmkvault_envelope::format::REGION_DATA_LEN_V2_0;
 use cmkvault_envelope::{
     read_container, seal_container_with, write_container, DataKey, DecryptReader, Envelope,
     KeyEncryptionKey, KeySource, LocalKey, OpenOptions, RemoteKey, RemoteKeyConfig, SealingKey,
@@ -538,13 +539,43 @@ pub(crate) fn decrypt_to_temp(
     Ok((tmp, n))
 }
 
-/// Files processed at once by `encrypt` and `decrypt` (one per core, 2 to 8): the key call of
-/// one overlaps the I/O of another. Memory: this many streams (see `cmkvault_envelope`'s
-/// stream module: two batches of regions each).
+/// Files processed at once by `encrypt`, `decrypt` and `rewrap` (one per core, 2 to 8): the
+/// key call of one overlaps the I/O of another.
 fn file_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(2, 8)
+}
+
+/// Keeps the streaming buffers of the files in flight within one stream's bound
+/// ([`cmkvault_envelope::stream_buffer_bound`]: 16 MiB on 2 cores, at most 64 MiB): many
+/// small files run at once, a large one alone. Permits are KiB.
+struct MemoryBudget {
+    sem: tokio::sync::Semaphore,
+    total_kib: u32,
+}
+
+impl MemoryBudget {
+    fn new() -> MemoryBudget {
+        let bound = cmkvault_envelope::stream_buffer_bound(REGION_DATA_LEN_V2_0);
+        let total_kib = u32::try_from(bound / 1024).unwrap_or(u32::MAX);
+        MemoryBudget {
+            sem: tokio::sync::Semaphore::new(total_kib as usize),
+            total_kib,
+        }
+    }
+
+    /// Waits until a file of `size` bytes may start (its buffers: about twice its size, at
+    /// most the bound).
+    async fn reserve(&self, size: u64) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(size.saturating_mul(2) / 1024 + 64)
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        self.sem
+            .acquire_many(kib)
+            .await
+            .map_err(|_| anyhow!("internal: the memory budget was closed"))
+    }
 }
 
 /// Outputs are made durable and renamed into place in groups of at most this many files…
@@ -689,7 +720,10 @@ pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
     let key = load_key("--key", &args.key).await?;
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
     let force = args.common.force;
-    // Several files at once (results in order), outputs committed in durable groups.
+    // Several files at once (results in order), within one stream's memory; outputs committed
+    // in durable groups.
+    let budget = MemoryBudget::new();
+    let budget = &budget;
     let result = async {
         let mut done = futures::stream::iter(jobs.into_iter().map(|job| {
             let (key, bar) = (key.clone(), bar.clone());
@@ -698,6 +732,7 @@ pub(crate) async fn encrypt(args: EncryptArgs) -> Result<()> {
                     .await
                     .with_context(|| format!("{}", job.input.display()))?;
                 let (output, size) = (job.output.clone(), job.size);
+                let _memory = budget.reserve(size).await?;
                 let tmp = blocking(move || encrypt_to_temp(sealing, &job.input, &job.output, bar))
                     .await?;
                 Ok::<_, anyhow::Error>((tmp, output, size))
@@ -855,9 +890,11 @@ pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
     };
     let bar = progress(jobs.iter().map(|j| j.size).sum(), args.common.quiet);
     let force = args.common.force;
-    // Several files at once (results in order), outputs committed in durable groups; one key
-    // call (unwrap) per file.
+    // Several files at once (results in order), within one stream's memory; outputs committed
+    // in durable groups; one key call (unwrap) per file.
     let keys = &keys;
+    let budget = MemoryBudget::new();
+    let budget = &budget;
     let result = async {
         let mut done = futures::stream::iter(jobs.into_iter().map(|job| {
             let bar = bar.clone();
@@ -877,6 +914,7 @@ pub(crate) async fn decrypt(args: DecryptArgs) -> Result<()> {
                     .await
                     .with_context(|| shown.clone())?;
                 let output = job.output.clone();
+                let _memory = budget.reserve(job.size).await?;
                 let (tmp, n) = blocking(move || {
                     decrypt_to_temp(cmk, &dek, &job.name, &opts, &job.output, bar)
                 })
