@@ -18,7 +18,9 @@ download paths do, with the SDK's default sizes, minus HTTP:
   StorageStreamDownloader.readinto does; the plaintext goes to a file.
 
 One object is one sequential stream (the SDK's default max_concurrency=1); several files run
---workers threads (default: the cores). MB is 10^6 bytes.
+--workers threads (default: the cores). Like `cmkvault bench envelope`, an untimed warm-up round
+runs first, then --rounds rounds (default 3) of copy, encrypt and decrypt in rotated order;
+each line is the median round with the range. MB is 10^6 bytes.
 
 With --cmkvault PATH it first runs `PATH bench envelope` with the same --size/--files/--dir and
 prints cmkvault/python ratios, so one command compares both in one session:
@@ -154,7 +156,7 @@ def decrypt_file(cfg, kek, meta, src, dst):
     return done
 
 
-def phase(label, files, workers, work):
+def phase(files, workers, work):
     os.sync()  # earlier phases' dirty pages are written back before the clock starts
     start = time.perf_counter()
     if workers == 1:
@@ -165,9 +167,18 @@ def phase(label, files, workers, work):
     return time.perf_counter() - start, results
 
 
-def report(label, nbytes, files, secs):
-    rate = nbytes / 1e6 / secs
-    print(f"{label}: {rate:.1f} MB/s, {files / secs:.1f} files/s ({secs:.3f} s)", flush=True)
+def median(v):
+    s = sorted(v)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def report(label, nbytes, files, times):
+    rates = [nbytes / 1e6 / t for t in times]
+    rate = median(rates)
+    secs = nbytes / 1e6 / rate
+    spread = f"; {len(rates)} rounds {min(rates):.1f}–{max(rates):.1f} MB/s" if len(rates) > 1 else ""
+    print(f"{label}: {rate:.1f} MB/s, {files / secs:.1f} files/s ({secs:.3f} s{spread})", flush=True)
     return rate
 
 
@@ -181,6 +192,7 @@ def sha256(path):
 
 def run_cmkvault(exe, args):
     cmd = [exe, "bench", "envelope", "--size", size_label(args.size), "--files", str(args.files)]
+    cmd += ["--rounds", str(args.rounds)]
     if args.dir:
         cmd += ["--dir", args.dir]
     print("$ " + " ".join(cmd), flush=True)
@@ -199,11 +211,12 @@ def main():
     p.add_argument("--size", type=parse_size, default=parse_size("1GiB"), help="bytes per file (default 1GiB)")
     p.add_argument("--files", type=int, default=1, help="number of files (default 1)")
     p.add_argument("--workers", type=int, default=None, help="threads over the files (default: cores; 1 for one file)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds after a warm-up (default 3)")
     p.add_argument("--dir", default=None, help="parent of the temporary directory (default: system temp)")
     p.add_argument("--cmkvault", default=None, metavar="PATH", help="also run PATH bench envelope and print ratios")
     args = p.parse_args()
-    if args.size <= 0 or args.files <= 0:
-        p.error("--size and --files must be positive")
+    if args.size <= 0 or args.files <= 0 or args.rounds <= 0:
+        p.error("--size, --files and --rounds must be positive")
 
     cmk = run_cmkvault(args.cmkvault, args) if args.cmkvault else None
 
@@ -217,28 +230,53 @@ def main():
             f"size={size_label(args.size)} files={args.files} bytes={total} workers={workers} dir={tmp}",
             flush=True,
         )
-        dirs = {d: os.path.join(tmp, d) for d in ("in", "copy", "enc", "dec")}
-        for d in dirs.values():
-            os.mkdir(d)
+        dirs = {"in": os.path.join(tmp, "in")}
+        os.mkdir(dirs["in"])
         name = lambda i: f"f{i:07d}"  # noqa: E731
         src = lambda i: os.path.join(dirs["in"], name(i))  # noqa: E731
         print(f"python-sdk: writing {args.files} input file(s) of {size_label(args.size)}", file=sys.stderr)
         for i in range(args.files):
             make_input(src(i), args.size)
 
-        secs, _ = phase("copy", args.files, workers, lambda i: copy_file(src(i), os.path.join(dirs["copy"], name(i))))
-        copy_rate = report("python copy", total, args.files, secs)
-        shutil.rmtree(dirs["copy"])
-
-        enc = lambda i: os.path.join(dirs["enc"], name(i))  # noqa: E731
-        secs, metas = phase("encrypt", args.files, workers, lambda i: encrypt_file(cfg, kek, src(i), enc(i)))
-        enc_rate = report("python-sdk encrypt", total, args.files, secs)
-
-        dec = lambda i: os.path.join(dirs["dec"], name(i))  # noqa: E731
-        secs, sizes = phase("decrypt", args.files, workers, lambda i: decrypt_file(cfg, kek, metas[i], enc(i), dec(i)))
-        dec_rate = report("python-sdk decrypt", total, args.files, secs)
-        if sum(sizes) != total or sha256(src(0)) != sha256(dec(0)):
-            sys.exit("python-sdk: the decrypted output differs from the input")
+        enc = lambda r, i: os.path.join(tmp, f"enc{r}", name(i))  # noqa: E731
+        times = {"copy": [], "encrypt": [], "decrypt": []}
+        metas, enc_round, checked = None, None, False
+        for r in range(args.rounds + 1):  # round 0: untimed warm-up
+            for k in range(3):
+                kind = ("copy", "encrypt", "decrypt")[(k + r) % 3]
+                if kind == "copy":
+                    out = os.path.join(tmp, f"copy{r}")
+                    os.mkdir(out)
+                    secs, _ = phase(args.files, workers, lambda i: copy_file(src(i), os.path.join(out, name(i))))
+                    shutil.rmtree(out)
+                elif kind == "encrypt":
+                    os.mkdir(os.path.join(tmp, f"enc{r}"))
+                    secs, new_metas = phase(
+                        args.files, workers, lambda i: encrypt_file(cfg, kek, src(i), enc(r, i))
+                    )
+                    if enc_round is not None:
+                        shutil.rmtree(os.path.join(tmp, f"enc{enc_round}"))
+                    metas, enc_round = new_metas, r
+                else:
+                    out = os.path.join(tmp, f"dec{r}")
+                    os.mkdir(out)
+                    er, m = enc_round, metas
+                    secs, sizes = phase(
+                        args.files,
+                        workers,
+                        lambda i: decrypt_file(cfg, kek, m[i], enc(er, i), os.path.join(out, name(i))),
+                    )
+                    if sum(sizes) != total or (not checked and sha256(src(0)) != sha256(os.path.join(out, name(0)))):
+                        sys.exit("python-sdk: the decrypted output differs from the input")
+                    checked = True
+                    shutil.rmtree(out)
+                which = "warm-up" if r == 0 else f"round {r}"
+                print(f"python-sdk: {which} {kind}: {total / 1e6 / secs:.1f} MB/s ({secs:.3f} s)", file=sys.stderr)
+                if r > 0:
+                    times[kind].append(secs)
+        copy_rate = report("python copy", total, args.files, times["copy"])
+        enc_rate = report("python-sdk encrypt", total, args.files, times["encrypt"])
+        dec_rate = report("python-sdk decrypt", total, args.files, times["decrypt"])
         print("python-sdk check: the first decrypted file matches its input (sha-256)")
         print(f"ratio python-sdk encrypt/copy: {100 * enc_rate / copy_rate:.1f}%")
         print(f"ratio python-sdk decrypt/copy: {100 * dec_rate / copy_rate:.1f}%")

@@ -32,6 +32,13 @@ fn batch_regions(data_length: u64) -> usize {
     }
 }
 
+/// The most buffer memory one [`EncryptWriter`] or [`DecryptReader`] with regions of
+/// `data_length` bytes holds: two batches of regions (an object smaller than a batch holds
+/// about twice its size, the buffers growing only as far as the data reaches).
+pub fn stream_buffer_bound(data_length: u64) -> u64 {
+    2 * batch_regions(data_length) as u64 * (data_length + REGION_OVERHEAD)
+}
+
 /// Smallest batch handed to a worker thread; smaller ones are sealed (opened) on the caller's
 /// thread.
 const WORKER_MIN: usize = 1024 * 1024;

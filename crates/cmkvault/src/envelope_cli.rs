@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
+use cmkvault_envelope::format::REGION_DATA_LEN_V2_0;
 use cmkvault_envelope::{
     read_container, seal_container_with, write_container, DataKey, DecryptReader, Envelope,
     EnvelopeMetadata, KeyEncryptionKey, KeySource, LocalKey, OpenOptions, RemoteKey,
@@ -177,8 +178,9 @@ pub(crate) struct ShredReportArgs {
 Re-wraps each file's data key to another key without touching its encrypted regions: the \
 data key is unwrapped once with the file's current key, wrapped with the new one, and a new \
 file with the new header and the same body bytes is written next to the original, synced and \
-renamed over it (a failure leaves the original intact). Prints FILE: OLD-KID -> NEW-KID per \
-file (unless -q); a file already under the new key is left alone.
+renamed over it (a failure leaves the original intact; files are synced in groups of up to 1000, \
+one syncfs per group). Prints FILE: OLD-KID -> NEW-KID per file once it is done (unless -q); a \
+file already under the new key is left alone.
 
 A blob (az://CONTAINER/NAME; with -r the encrypted blobs below az://CONTAINER/PREFIX) keeps its \
 body: its metadata is replaced by Set Blob Metadata, all other metadata entries re-sent, on \
@@ -675,13 +677,43 @@ pub(crate) fn decrypt_to_temp(
     Ok((tmp, n))
 }
 
-/// Files processed at once by `encrypt` and `decrypt` (one per core, 2 to 8): the key call of
-/// one overlaps the I/O of another. Memory: this many streams (see `cmkvault_envelope`'s
-/// stream module: two batches of regions each).
+/// Files processed at once by `encrypt`, `decrypt` and `rewrap` (one per core, 2 to 8): the
+/// key call of one overlaps the I/O of another.
 fn file_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(2, 8)
+}
+
+/// Keeps the streaming buffers of the files in flight within one stream's bound
+/// ([`cmkvault_envelope::stream_buffer_bound`]: 16 MiB on 2 cores, at most 64 MiB): many
+/// small files run at once, a large one alone. Permits are KiB.
+struct MemoryBudget {
+    sem: tokio::sync::Semaphore,
+    total_kib: u32,
+}
+
+impl MemoryBudget {
+    fn new() -> MemoryBudget {
+        let bound = cmkvault_envelope::stream_buffer_bound(REGION_DATA_LEN_V2_0);
+        let total_kib = u32::try_from(bound / 1024).unwrap_or(u32::MAX);
+        MemoryBudget {
+            sem: tokio::sync::Semaphore::new(total_kib as usize),
+            total_kib,
+        }
+    }
+
+    /// Waits until a file of `size` bytes may start (its buffers: about twice its size, at
+    /// most the bound).
+    async fn reserve(&self, size: u64) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(size.saturating_mul(2) / 1024 + 64)
+            .unwrap_or(u32::MAX)
+            .min(self.total_kib);
+        self.sem
+            .acquire_many(kib)
+            .await
+            .map_err(|_| anyhow!("internal: the memory budget was closed"))
+    }
 }
 
 /// Outputs are made durable and renamed into place in groups of at most this many files…
@@ -893,6 +925,9 @@ async fn encrypt_files(
     force: bool,
     bar: &ProgressBar,
 ) -> Result<()> {
+    // Several files at once within one stream's memory (see [`MemoryBudget`]).
+    let budget = MemoryBudget::new();
+    let budget = &budget;
     let mut done = futures::stream::iter(jobs.into_iter().map(|job| {
         let (key, bar) = (key.clone(), bar.clone());
         async move {
@@ -900,6 +935,7 @@ async fn encrypt_files(
                 .await
                 .with_context(|| format!("{}", job.input.display()))?;
             let (output, size) = (job.output.clone(), job.size);
+            let _memory = budget.reserve(size).await?;
             let tmp =
                 blocking(move || encrypt_to_temp(sealing, &job.input, &job.output, bar)).await?;
             Ok::<_, anyhow::Error>((tmp, output, size))
@@ -1105,6 +1141,9 @@ async fn decrypt_files(jobs: Vec<FileJob>, keys: &mut Keys, run: &DecryptRun) ->
     let keys = tokio::sync::Mutex::new(keys);
     let keys = &keys;
     let opts = run.opts;
+    // Several files at once within one stream's memory (see [`MemoryBudget`]).
+    let budget = MemoryBudget::new();
+    let budget = &budget;
     let mut done = futures::stream::iter(jobs.into_iter().map(|job| {
         let bar = run.bar.clone();
         async move {
@@ -1123,6 +1162,7 @@ async fn decrypt_files(jobs: Vec<FileJob>, keys: &mut Keys, run: &DecryptRun) ->
                 .await
                 .with_context(|| shown.clone())?;
             let output = job.output.clone();
+            let _memory = budget.reserve(job.size).await?;
             let (tmp, n) =
                 blocking(move || decrypt_to_temp(cmk, &dek, &job.name, &opts, &job.output, bar))
                     .await?;
@@ -1439,13 +1479,13 @@ fn versionless(kid: &str) -> Option<String> {
     }
 }
 
-/// Writes `header` then the rest of `body` to a temporary file beside `path`, syncs it and
-/// renames it over `path` (keeping `path`'s permissions); the original is untouched on error.
-fn replace_header(
+/// Writes `header` then the rest of `body` to a temporary file beside `path` with `path`'s
+/// permissions (not synced, not renamed; deleted when dropped).
+fn rewrapped_temp(
     path: &Path,
     mut body: File,
     header: &cmkvault_envelope::EnvelopeMetadata,
-) -> Result<()> {
+) -> Result<tempfile::NamedTempFile> {
     let shown = path.display().to_string();
     let perms = body
         .metadata()
@@ -1460,17 +1500,61 @@ fn replace_header(
         .map_err(|e| anyhow!("{shown}: cannot write: {}", e.error()))?;
     std::fs::set_permissions(tmp.path(), perms)
         .with_context(|| format!("{shown}: cannot set permissions"))?;
-    commit(tmp, path, true)?;
-    // Make the rename itself durable.
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    Ok(tmp)
 }
 
-/// `cmkvault rewrap`.
+/// What happened to one local file in `rewrap`.
+enum FileRewrap {
+    /// Already under the new key: the line to print.
+    Skipped(String),
+    /// The new file (header and body) to rename over `path`, and the line to print.
+    Done {
+        tmp: tempfile::NamedTempFile,
+        path: PathBuf,
+        size: u64,
+        line: String,
+    },
+}
+
+/// Re-wraps one `.cmk` file's data key into a temporary file beside it (`rel`: its path
+/// relative to the target root, for its object name).
+async fn rewrap_file(
+    path: PathBuf,
+    rel: String,
+    rw: &tokio::sync::Mutex<&mut Rewrapper>,
+) -> Result<FileRewrap> {
+    let shown = path.display().to_string();
+    let name = strip_suffix(&rel, &path)?;
+    let p = path.clone();
+    let (meta, f, size) = blocking(move || {
+        let (meta, f) = read_header(&p)?;
+        let size = f
+            .metadata()
+            .with_context(|| format!("{}: cannot stat", p.display()))?
+            .len();
+        Ok((meta, f, size))
+    })
+    .await?;
+    // The key look-ups (cached) under the lock; the unwrap and wrap calls outside it.
+    let step = rw.lock().await.keys_for(&meta, &shown).await?;
+    let opts = rw.lock().await.opts;
+    let done = step.finish(&meta, &name, &shown, &opts).await?;
+    let Rewrapped::New(_, _, new_meta) = &done else {
+        return Ok(FileRewrap::Skipped(done.line(&shown)));
+    };
+    let (p, new_meta) = (path.clone(), new_meta.clone());
+    let tmp = blocking(move || rewrapped_temp(&p, f, &new_meta)).await?;
+    Ok(FileRewrap::Done {
+        tmp,
+        path,
+        size,
+        line: done.line(&shown),
+    })
+}
+
+/// `cmkvault rewrap`: local files several at once, their new files made durable and renamed
+/// over the originals in groups (see [`Committer`]), each file's line printed once its group is
+/// committed; blobs one at a time. An error keeps the objects before it re-wrapped.
 pub(crate) async fn rewrap(args: RewrapArgs) -> Result<()> {
     let mut stores = Stores::default();
     let targets = find_targets(&args.targets, args.recursive, &mut stores).await?;
@@ -1478,41 +1562,106 @@ pub(crate) async fn rewrap(args: RewrapArgs) -> Result<()> {
         bail!("no {SUFFIX} files or encrypted blobs found");
     }
     let mut rw = Rewrapper::new(&args).await?;
-    let mut out = std::io::stdout().lock();
+    // Runs of consecutive files (`Ok`) and of blobs (`Err`), in order.
+    let mut runs: Vec<RewrapRun> = Vec::new();
     for target in targets {
-        let line = rewrap_target(target, &mut rw, &mut stores).await?;
-        if !args.quiet {
-            writeln!(out, "{line}")?;
+        match (target, runs.last_mut()) {
+            (Target::File(p, rel), Some(Ok(run))) => run.push((p, rel)),
+            (Target::File(p, rel), _) => runs.push(Ok(vec![(p, rel)])),
+            (Target::Blob(f), Some(Err(run))) => run.push(f),
+            (Target::Blob(f), _) => runs.push(Err(vec![f])),
+        }
+    }
+    for run in runs {
+        match run {
+            Ok(files) => rewrap_files(files, &mut rw, args.quiet).await?,
+            Err(blobs) => {
+                for found in blobs {
+                    let line = rewrap_blob(found, &mut rw, &mut stores).await?;
+                    if !args.quiet {
+                        writeln!(std::io::stdout().lock(), "{line}")?;
+                    }
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Re-wraps one object and replaces its header (file) or metadata (blob); returns the line to
-/// print.
-async fn rewrap_target(target: Target, rw: &mut Rewrapper, stores: &mut Stores) -> Result<String> {
-    match target {
-        Target::File(path, rel) => {
-            let shown = path.display().to_string();
-            let name = strip_suffix(&rel, &path)?;
-            let (meta, body) = read_header(&path)?;
-            let done = rw.rewrap(&meta, &name, &shown).await?;
-            if let Rewrapped::New(_, _, new) = &done {
-                let new = new.clone();
-                blocking(move || replace_header(&path, body, &new)).await?;
+/// A run of consecutive rewrap targets: files (path, relative name) or blobs.
+type RewrapRun = std::result::Result<Vec<(PathBuf, String)>, Vec<blob::Found>>;
+
+/// Re-wraps local `.cmk` files several at once (results in order) and commits the new files in
+/// durable groups, printing each group's lines (unless `quiet`) once it is committed.
+async fn rewrap_files(
+    files: Vec<(PathBuf, String)>,
+    rw: &mut Rewrapper,
+    quiet: bool,
+) -> Result<()> {
+    let rw = tokio::sync::Mutex::new(rw);
+    let rw = &rw;
+    let mut done = futures::stream::iter(
+        files
+            .into_iter()
+            .map(|(path, rel)| rewrap_file(path, rel, rw)),
+    )
+    .buffered(file_workers());
+    let mut committer = Committer::new(true);
+    let mut lines: Vec<String> = Vec::new();
+    let print = |lines: &mut Vec<String>| -> Result<()> {
+        if !quiet {
+            let mut out = std::io::stdout().lock();
+            for l in lines.iter() {
+                writeln!(out, "{l}")?;
             }
-            Ok(done.line(&shown))
         }
-        Target::Blob(found) => {
-            let shown = found.az.shown();
-            let name = found.az.object_name();
-            let done = rw.rewrap(&found.envelope()?, &name, &shown).await?;
-            if let Rewrapped::New(_, _, new) = &done {
-                blob::replace_metadata(stores, &found, new).await?;
+        lines.clear();
+        Ok(())
+    };
+    while let Some(r) = done.next().await {
+        match r {
+            Ok(FileRewrap::Skipped(line)) => lines.push(line),
+            Ok(FileRewrap::Done {
+                tmp,
+                path,
+                size,
+                line,
+            }) => {
+                lines.push(line);
+                if let Some(group) = committer.add(tmp, path, size)? {
+                    blocking(move || group.commit()).await?;
+                    print(&mut lines)?;
+                }
             }
-            Ok(done.line(&shown))
+            Err(e) => {
+                drop(done);
+                let group = committer.take();
+                if let Err(c) = blocking(move || group.commit()).await {
+                    return Err(e.context(format!("also, the files before it: {c}")));
+                }
+                print(&mut lines)?;
+                return Err(e);
+            }
         }
     }
+    let group = committer.take();
+    blocking(move || group.commit()).await?;
+    print(&mut lines)
+}
+
+/// Re-wraps one blob and replaces its metadata; returns the line to print.
+async fn rewrap_blob(
+    found: blob::Found,
+    rw: &mut Rewrapper,
+    stores: &mut Stores,
+) -> Result<String> {
+    let shown = found.az.shown();
+    let name = found.az.object_name();
+    let done = rw.rewrap(&found.envelope()?, &name, &shown).await?;
+    if let Rewrapped::New(_, _, new) = &done {
+        blob::replace_metadata(stores, &found, new).await?;
+    }
+    Ok(done.line(&shown))
 }
 
 /// Re-wraps data keys to the key `--to` names, or to each object's key's latest version.
@@ -1537,6 +1686,41 @@ impl Rewrapped {
             Rewrapped::Already(kid) => format!("{shown}: {kid} (already under this key)"),
             Rewrapped::New(old, new, _) => format!("{shown}: {old} -> {new}"),
         }
+    }
+}
+
+/// The keys of one object's rewrap, found (the key calls not yet made).
+enum RewrapStep {
+    /// Already under the new key (its kid).
+    Already(String),
+    /// The old kid, its key and the new key.
+    Keys(String, Arc<dyn KeyEncryptionKey>, Arc<dyn KeyEncryptionKey>),
+}
+
+impl RewrapStep {
+    /// Unwraps the data key with the old key, checking the integrity record for `name`, and
+    /// wraps it with the new one.
+    async fn finish(
+        self,
+        meta: &EnvelopeMetadata,
+        name: &str,
+        shown: &str,
+        opts: &OpenOptions,
+    ) -> Result<Rewrapped> {
+        let (old_kid, old_key, new_key) = match self {
+            RewrapStep::Already(kid) => return Ok(Rewrapped::Already(kid)),
+            RewrapStep::Keys(old_kid, old_key, new_key) => (old_kid, old_key, new_key),
+        };
+        let new_meta = cmkvault_envelope::rewrap(
+            KeySource::Key(old_key.as_ref()),
+            new_key.as_ref(),
+            meta,
+            name,
+            opts,
+        )
+        .await
+        .with_context(|| format!("{shown} (object name {name:?})"))?;
+        Ok(Rewrapped::New(old_kid, new_key.kid().to_string(), new_meta))
     }
 }
 
@@ -1574,6 +1758,23 @@ impl Rewrapper {
             .with_context(|| shown.to_owned())
     }
 
+    /// The old and new keys of an object with metadata `meta` (nothing to do if it is already
+    /// under the new key).
+    async fn keys_for(&mut self, meta: &EnvelopeMetadata, shown: &str) -> Result<RewrapStep> {
+        let envelope = Envelope::parse(meta, &self.opts).with_context(|| shown.to_owned())?;
+        let old_kid = envelope.kid().to_string();
+        let new_key = self.new_key(&old_kid, shown).await?;
+        if new_key.kid() == old_kid {
+            return Ok(RewrapStep::Already(old_kid));
+        }
+        let old_key = self
+            .keys
+            .for_kid(&old_kid)
+            .await
+            .with_context(|| shown.to_owned())?;
+        Ok(RewrapStep::Keys(old_kid, old_key, new_key))
+    }
+
     /// One object's new metadata: the data key unwrapped with its current key, its integrity
     /// record checked for `name`, wrapped under the new key (nothing to do if already there).
     async fn rewrap(
@@ -1582,26 +1783,7 @@ impl Rewrapper {
         name: &str,
         shown: &str,
     ) -> Result<Rewrapped> {
-        let envelope = Envelope::parse(meta, &self.opts).with_context(|| shown.to_owned())?;
-        let old_kid = envelope.kid().to_string();
-        let new_key = self.new_key(&old_kid, shown).await?;
-        if new_key.kid() == old_kid {
-            return Ok(Rewrapped::Already(old_kid));
-        }
-        let old_key = self
-            .keys
-            .for_kid(&old_kid)
-            .await
-            .with_context(|| shown.to_owned())?;
-        let new_meta = cmkvault_envelope::rewrap(
-            KeySource::Key(old_key.as_ref()),
-            new_key.as_ref(),
-            meta,
-            name,
-            &self.opts,
-        )
-        .await
-        .with_context(|| format!("{shown} (object name {name:?})"))?;
-        Ok(Rewrapped::New(old_kid, new_key.kid().to_string(), new_meta))
+        let step = self.keys_for(meta, shown).await?;
+        step.finish(meta, name, shown, &self.opts).await
     }
 }

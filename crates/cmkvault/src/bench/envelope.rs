@@ -19,7 +19,8 @@
 //! first. `--rounds N` (default 3) then repeats copy, encrypt and decrypt N times, rotating
 //! their order every round (C E D, E D C, D C E, …), so a phase is not always the one after
 //! the same other phase and a drift in the machine's speed hits all three. With several files
-//! the outputs of every phase are kept until the end (when they need at most 8 GiB): ext4
+//! the outputs of every phase are kept until the end (when they need at most 8 GiB and a quarter of the
+//! free space): ext4
 //! creates files slowly right after thousands were deleted (its allocator skips recently
 //! deleted inodes one by one), which measured the file system's bookkeeping, not the phases. Each line reports the median over the rounds,
 //! the CPU time the process used during the phase (user + system, all threads: far below the
@@ -221,6 +222,16 @@ fn threads_for(files: usize) -> usize {
 fn sync_everything() {
     #[cfg(unix)]
     rustix::fs::sync();
+}
+
+/// Bytes an unprivileged user may still write to the file system of `dir` (0 if unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    #[cfg(unix)]
+    if let Ok(v) = rustix::fs::statvfs(dir) {
+        return v.f_bavail.saturating_mul(v.f_frsize);
+    }
+    let _ = dir;
+    0
 }
 
 /// CPU time (user + system, all threads, exited ones included) the process has used, from
@@ -563,7 +574,14 @@ fn bench_in(opts: &Options, rt: &Handle, dir: &Path) -> Result<()> {
     let mut enc: Option<PathBuf> = None;
     let mut checked = false;
     // Outputs are kept to the end unless that needs more than KEEP_MAX (see the module comment).
-    let keep = opts.files > 1 && total.saturating_mul(3 * (opts.rounds as u64 + 1)) <= KEEP_MAX;
+    let kept = total.saturating_mul(3 * (opts.rounds as u64 + 1));
+    let keep = opts.files > 1 && kept <= KEEP_MAX.min(free_bytes(dir) / 4);
+    if opts.files > 1 && !keep {
+        eprintln!(
+            "bench: outputs are deleted after every phase (keeping them needs {} MB)",
+            kept / 1_000_000
+        );
+    }
     // Round 0 is an untimed warm-up (see the module comment).
     for round in 0..=opts.rounds {
         for k in 0..ORDER.len() {
