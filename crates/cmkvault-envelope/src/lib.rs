@@ -34,4 +34,4 @@ pub use remote::{
     Credential, RemoteKey, RemoteKeyConfig, API_VERSION as REMOTE_API_VERSION,
     DEFAULT_AUTHORITY_HOST,
 };
-pub use stream::{DecryptReader, EncryptWriter};
+pub use stream::{stream_buffer_bound, DecryptReader, EncryptWriter};

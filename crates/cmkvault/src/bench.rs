@@ -128,6 +128,10 @@ pub(crate) struct BenchArgs {
     /// scan: resources in the synthetic Resource Graph inventory (default 100000).
     #[arg(long)]
     pub resources: Option<usize>,
+    /// envelope: rounds of copy, encrypt and decrypt (each round in a rotated order) or of
+    /// rewrap; each line reports the median and the range (default 3).
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 /// The operation under test.

@@ -84,6 +84,50 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Many files: `encrypt -r`/`decrypt -r` run several at once and make the outputs durable in
+/// groups; a tampered file in the middle fails naming it, the files before it are decrypted,
+/// none after it, and no temporary file is left.
+#[test]
+fn many_files_decrypt_stops_at_a_tampered_file_keeping_the_ones_before() {
+    let tmp = TempDir::new().unwrap();
+    let s = tmp.path();
+    let keyarg = format!("file:{}", key_file(s, "local:many").display());
+    let input = s.join("in");
+    std::fs::create_dir(&input).unwrap();
+    for i in 0..40 {
+        std::fs::write(input.join(format!("f{i:02}")), content(i * 1000 + 1)).unwrap();
+    }
+    let (enc, dec) = (s.join("enc"), s.join("dec"));
+    let args = |op: &str, from: &Path, to: &Path| {
+        let (from, to) = (from.to_str().unwrap(), to.to_str().unwrap());
+        cmd(&[op, "-q", "-r", "--key", &keyarg, from, "-o", to])
+    };
+    success(run(args("encrypt", &input, &enc), s), "encrypt -r");
+    for i in 0..40 {
+        assert!(enc.join(format!("f{i:02}.cmk")).exists(), "f{i:02}.cmk");
+    }
+    let bad = enc.join("f20.cmk");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&bad, &bytes).unwrap();
+    let line = one_error_line(run(args("decrypt", &enc, &dec), s), "decrypt -r");
+    assert!(line.contains("f20.cmk"), "{line}");
+    for i in 0..40 {
+        let out = dec.join(format!("f{i:02}"));
+        if i < 20 {
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                content(i * 1000 + 1),
+                "f{i:02}"
+            );
+        } else {
+            assert!(!out.exists(), "f{i:02} written after the failing file");
+        }
+    }
+    assert!(leftovers(s).is_empty(), "{:?}", leftovers(s));
+}
+
 #[test]
 fn local_key_files_round_trip_and_failures() {
     let tmp = TempDir::new().unwrap();
